@@ -1,0 +1,113 @@
+"""The ``musicrec`` command line: generate data, run the DAG locally, compile it for Kubeflow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from musicrec.progress import configure_logging
+from pipelines.local_run import DEFAULT_SAMPLE_REVIEWS
+
+COMPILED_PIPELINE = Path(__file__).with_name("music_recommender.yaml")
+
+
+def compile_pipeline(out: str | Path = COMPILED_PIPELINE, image: str | None = None) -> Path:
+    """Compile the DAG to the KFP IR YAML a user uploads in the Kubeflow UI.
+
+    Args:
+        out: the YAML file to write.
+        image: the container image every step runs in; defaults to ``components.BASE_IMAGE``.
+    """
+    from kfp import compiler
+
+    from components import BASE_IMAGE
+    from pipelines.music_recommender import music_recommender
+
+    out = Path(out)
+    compiler.Compiler().compile(music_recommender, package_path=str(out))
+    if image and image != BASE_IMAGE:
+        text = out.read_text()
+        out.write_text(text.replace(f"image: {BASE_IMAGE}\n", f"image: {image}\n"))
+    return out
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from musicrec.generate import generate_dataset
+
+    files = generate_dataset(args.out, args.reviews, args.items, args.seed)
+    print(
+        f"wrote {files.reviews_path} ({files.reviews:,} reviews) and {files.metadata_path} ({files.items:,} items)"
+    )
+
+
+def _run(args: argparse.Namespace) -> None:
+    from pipelines.local_run import format_summary, parse_parameters, run_locally
+
+    parameters = parse_parameters(args.param)
+    summary = run_locally(args.output, args.reviews, args.metadata, parameters, args.sample_reviews)
+    print(format_summary(summary))
+    print(f"summary: {Path(args.output).resolve() / 'summary.json'}")
+
+
+def _compile(args: argparse.Namespace) -> None:
+    print(f"wrote {compile_pipeline(args.out, args.image)}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="musicrec", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="write Digital-Music-shaped data in the 2018 layout")
+    generate.add_argument("--reviews", type=_positive_int, required=True, help="review lines to write")
+    generate.add_argument("--items", type=_positive_int, help="items in the metadata (default: real ratio)")
+    generate.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    generate.add_argument("--out", required=True, help="output directory")
+    generate.set_defaults(handler=_generate)
+
+    run = commands.add_parser("run", help="run the whole DAG locally with kfp.local")
+    run.add_argument("--reviews", help="Digital_Music.json(.gz): path, s3:// or gs:// (default: generated)")
+    run.add_argument("--metadata", help="meta_Digital_Music.json(.gz): path, s3:// or gs://")
+    run.add_argument("--output", default="runs/latest", help="run directory (default runs/latest)")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
+    run.add_argument(
+        "--sample-reviews", type=_positive_int, default=DEFAULT_SAMPLE_REVIEWS,
+        help=f"size of the generated sample when no data is given (default {DEFAULT_SAMPLE_REVIEWS:,})",
+    )  # fmt: skip
+    run.set_defaults(handler=_run)
+
+    compile_ = commands.add_parser("compile", help="compile the DAG to KFP IR YAML")
+    compile_.add_argument("--out", default=str(COMPILED_PIPELINE), help="YAML file (default: the committed one)")
+    compile_.add_argument("--image", help="container image for every step, e.g. an ECR URI")
+    compile_.set_defaults(handler=_compile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``musicrec`` console script; returns the process exit code."""
+    from musicrec.generate import GeneratorError
+    from musicrec.storage import StorageError
+    from pipelines.local_run import RunError
+
+    args = build_parser().parse_args(argv)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        args.handler(args)
+    except (RunError, StorageError, GeneratorError) as error:
+        print(f"musicrec {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

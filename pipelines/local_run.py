@@ -1,0 +1,179 @@
+"""Run the whole DAG on this machine with ``kfp.local`` and gather every step's results into ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from musicrec import schema
+from musicrec.generate import generate_dataset
+
+logger = logging.getLogger("musicrec.run")
+
+DEFAULT_SAMPLE_REVIEWS = 40_000
+DEFAULT_SAMPLE_SEED = 2018
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class RunError(RuntimeError):
+    """A local run could not start or a step failed; the message is one line for the user."""
+
+
+def pipeline_parameters() -> dict[str, str]:
+    """The pipeline's parameters and their KFP types (``STRING``, ``NUMBER_INTEGER``, ...)."""
+    from pipelines.music_recommender import music_recommender
+
+    inputs = music_recommender.component_spec.inputs or {}
+    return {name: spec.type for name, spec in inputs.items()}
+
+
+def parse_parameters(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``name=value`` strings into typed pipeline arguments.
+
+    Raises:
+        RunError: a pair without ``=``, an unknown name, or a value of the wrong type.
+    """
+    known = pipeline_parameters()
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise RunError(f"--param {pair!r}: expected name=value")
+        if name not in known:
+            raise RunError(f"--param {name!r}: unknown parameter; the pipeline takes {', '.join(sorted(known))}")
+        kind = known[name]
+        try:
+            if kind == "NUMBER_INTEGER":
+                parsed[name] = int(value)
+            elif kind == "NUMBER_DOUBLE":
+                parsed[name] = float(value)
+            elif kind == "BOOLEAN":
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                parsed[name] = value.lower() in ("true", "1")
+            else:
+                parsed[name] = value
+        except ValueError:
+            raise RunError(f"--param {name}={value!r}: expected {kind.lower().replace('_', ' ')}") from None
+    return parsed
+
+
+def _check_local_input(uri: str) -> None:
+    """Fail before starting the DAG when a local input is plainly missing (remote ones are checked by ingest)."""
+    if "://" in uri and not uri.startswith("file://"):
+        return
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_file():
+        raise RunError(f"cannot read {uri}: {'is a directory' if path.is_dir() else 'not found'}")
+
+
+def _ingest_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
+    report = json.loads((task_dir / "report").read_text())
+    keys = ("lines_read", "kept", "quarantined", "duplicates", "quarantine_reasons", "users", "items",
+            "reviews_without_metadata", "rating_histogram", "date_range", "splits", "inputs")  # fmt: skip
+    return {key: report[key] for key in keys}, report["seconds"]
+
+
+# Each built step: its task directory name, the summary key it fills and how to read it.
+_STEP_SUMMARIES = {"ingest": ("ingest", _ingest_summary)}
+
+
+def build_summary(run_dir: Path) -> dict[str, Any]:
+    """Collect the results of one finished local run directory (``<pipeline_root>/<pipeline>-<ts>``)."""
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "seconds": {}}
+    for step, (key, read) in _STEP_SUMMARIES.items():
+        task_dir = run_dir / step
+        if task_dir.is_dir():
+            summary[key], summary["seconds"][step] = read(task_dir)
+    return summary
+
+
+def run_locally(
+    output_dir: str | Path,
+    reviews_uri: str | None = None,
+    metadata_uri: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    sample_reviews: int = DEFAULT_SAMPLE_REVIEWS,
+) -> dict[str, Any]:
+    """Run the DAG with ``kfp.local`` and write ``<output_dir>/summary.json``.
+
+    Args:
+        output_dir: receives ``data/`` (a generated sample), ``pipeline_root/`` (every task's artifacts)
+            and ``summary.json``.
+        reviews_uri: reviews file; with ``metadata_uri`` unset too, a sample is generated instead.
+        metadata_uri: metadata file.
+        parameters: further pipeline arguments by name.
+        sample_reviews: size of the generated sample when no data is given.
+
+    Returns:
+        The summary (also in ``summary.json``).
+
+    Raises:
+        RunError: bad arguments, a missing local input, or a failed step.
+    """
+    from kfp import local
+
+    from pipelines.music_recommender import PIPELINE_NAME, music_recommender
+
+    if (reviews_uri is None) != (metadata_uri is None):
+        raise RunError("give both --reviews and --metadata, or neither to use the generated sample")
+    output = Path(output_dir).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    seconds: dict[str, float] = {}
+    if reviews_uri is None:
+        logger.info("no data given: generating the default sample of %s reviews", f"{sample_reviews:,}")
+        files = generate_dataset(output / "data", sample_reviews, seed=DEFAULT_SAMPLE_SEED)
+        reviews_uri, metadata_uri = str(files.reviews_path), str(files.metadata_path)
+        seconds["generate"] = round(time.monotonic() - started, 3)
+    _check_local_input(reviews_uri)
+    _check_local_input(metadata_uri)
+
+    pipeline_root = output / "pipeline_root"
+    workspace = output / "workspace"
+    workspace.mkdir(exist_ok=True)
+    before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               workspace_root=str(workspace))  # fmt: skip
+    with warnings.catch_warnings():
+        # Locally every task runs in this interpreter, whatever image the component names.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
+        try:
+            music_recommender(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **(parameters or {}))
+        except RuntimeError as error:
+            message = _ANSI.sub("", str(error)).splitlines()[0]
+            raise RunError(f"{message} (the task's log above says why)") from None
+    new_runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
+    if not new_runs:
+        raise RunError(f"the run left no directory under {pipeline_root}")
+    summary = build_summary(new_runs[-1])
+    summary["seconds"] = {**seconds, **summary["seconds"], "total": round(time.monotonic() - started, 3)}
+    partial = output / "summary.json.partial"
+    partial.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(partial, output / "summary.json")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short plain-text table of a run summary for the terminal."""
+    lines = [f"run: {summary['run_dir']}"]
+    ingest = summary.get("ingest")
+    if ingest:
+        lines.append(
+            f"ingest    lines {ingest['lines_read']:>10,}  kept {ingest['kept']:>10,}  "
+            f"quarantined {ingest['quarantined']:>7,}  duplicates {ingest['duplicates']:>7,}"
+        )
+        lines.append(
+            "splits    "
+            + "  ".join(f"{name} {ingest['splits'][name]['rows']:,}" for name in schema.SPLITS)
+            + f"  (users {ingest['users']:,}, items {ingest['items']:,})"
+        )
+    lines.append("seconds   " + "  ".join(f"{step} {s:.1f}" for step, s in summary["seconds"].items()))
+    return "\n".join(lines)

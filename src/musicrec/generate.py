@@ -1,0 +1,482 @@
+"""Digital-Music-shaped review data in the exact Amazon Review Data (2018) layout, with planted structure.
+
+What is planted, so that every model has something real to learn and every baseline something to lose to:
+
+* Zipf-like user activity and item popularity; ratings skewed to 5 stars (about 2/3 of reviews).
+* Latent taste: items belong to genres with a latent vector; a user's latent preference decides which
+  genres they mostly review and, with user and item biases, how they rate. Ratings are predictable from
+  history, not from the review itself.
+* Review and summary words carry the sentiment of the rating, including negation ("not good" in a bad
+  review, "not bad" in a good one), plus genre words that tie text to taste, and a little label noise.
+* The 2018 quirks: ``reviewTime`` "MM D, YYYY", ``vote`` strings with thousands separators, ``style``
+  {"Format:": " Audio CD"}, prices "$13.01", empty or CSS junk, rank strings, HTML-polluted titles,
+  empty or missing ``reviewText``/``summary``, exact duplicate lines, reviews of items without metadata.
+
+Memory stays bounded (users and items as arrays, reviews in chunks), and the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from musicrec import schema
+from musicrec.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+FULL_SCALE_REVIEWS = 1_584_082
+FULL_SCALE_ITEMS = 74_347
+ITEMS_PER_REVIEW = FULL_SCALE_ITEMS / FULL_SCALE_REVIEWS
+
+_CHUNK_REVIEWS = 50_000
+_LATENT_DIM = 8
+_DUPLICATE_FRACTION = 0.004
+_ORPHAN_ITEM_FRACTION = 0.03  # reviews of asins absent from the metadata file, as in the real data
+_LABEL_NOISE = 0.03  # text written as if for another rating
+_FIRST_DAY = np.datetime64("1998-06-01")
+_LAST_DAY = np.datetime64("2018-09-30")
+RATING_SHARES = (0.06, 0.03, 0.07, 0.17, 0.67)  # planted share of 1..5 stars, close to the real category
+
+# --- vocabulary -----------------------------------------------------------------------------------------
+POSITIVE_WORDS = (
+    "great", "amazing", "beautiful", "excellent", "wonderful", "awesome", "fantastic", "brilliant",
+    "catchy", "superb", "perfect", "enjoyable", "solid", "stunning", "gorgeous", "timeless", "uplifting",
+)  # fmt: skip
+NEGATIVE_WORDS = (
+    "bad", "boring", "awful", "terrible", "disappointing", "weak", "dull", "annoying", "poor", "bland",
+    "forgettable", "repetitive", "muddy", "overproduced", "horrible", "mediocre", "lifeless",
+)  # fmt: skip
+POSITIVE_VERBS = ("love", "enjoy", "adore", "recommend", "like")
+NEGATIVE_VERBS = ("hate", "regret buying", "returned", "dislike", "gave away")
+INTENSIFIERS = ("very", "really", "so", "truly", "absolutely", "extremely", "pretty", "quite")
+MUSIC_NOUNS = (
+    "album", "song", "track", "cd", "record", "sound", "vocals", "lyrics", "production", "melody",
+    "chorus", "mix", "arrangement", "performance",
+)  # fmt: skip
+RELATIVES = ("wife", "husband", "son", "daughter", "mom", "dad", "brother", "sister", "friend")
+GENRES = {
+    "Rock": ("guitar", "riffs", "drums", "rock", "band"),
+    "Pop": ("pop", "dance", "hooks", "radio", "synths"),
+    "Jazz": ("jazz", "saxophone", "trumpet", "improvisation", "swing"),
+    "Classical": ("orchestra", "symphony", "violin", "piano", "concerto"),
+    "Country": ("country", "banjo", "fiddle", "twang", "nashville"),
+    "Rap & Hip-Hop": ("rap", "rhymes", "flow", "beats", "verses"),
+    "R&B": ("soul", "groove", "falsetto", "rnb", "funk"),
+    "Dance & Electronic": ("edm", "techno", "bass", "drops", "remix"),
+    "Metal": ("metal", "shredding", "growls", "breakdowns", "thrash"),
+    "Blues": ("blues", "harmonica", "slide", "delta", "bluesy"),
+    "Folk": ("folk", "acoustic", "ballads", "harmonies", "storytelling"),
+    "Christian": ("worship", "gospel", "choir", "faith", "hymns"),
+    "Latin Music": ("salsa", "latin", "reggaeton", "bachata", "cumbia"),
+    "Reggae": ("reggae", "dub", "ska", "island", "roots"),
+    "Soundtracks": ("soundtrack", "score", "film", "cinematic", "theme"),
+    "New Age": ("ambient", "meditation", "relaxing", "new", "calm"),
+}
+GENRE_NAMES = tuple(GENRES)
+TITLE_WORDS = (
+    "Midnight", "River", "Echoes", "Gold", "Blue", "Fire", "Dreams", "Heart", "Road", "Summer", "Ghost",
+    "City", "Light", "Stone", "Wild", "Silver", "Rain", "Souls", "Live", "Greatest", "Hits", "Sessions",
+    "Volume", "Love", "Night", "Sun", "Ocean", "Velvet", "Electric", "Shadows", "Paradise", "Crossroads",
+)  # fmt: skip
+NAME_SYLLABLES = ("ka", "lo", "mi", "ra", "ten", "vo", "shi", "an", "el", "dor", "be", "ny", "ré", "zo", "ja")
+FIRST_NAMES = ("John", "Mary", "Dave", "Linda", "Mike", "Sue", "Chris", "Pat", "José", "Amy", "Bob", "Kim")
+
+_POSITIVE_SENTENCES = (
+    "this {noun} is {int} {pos}.",
+    "i {posv} this {noun}.",
+    "{int} {pos} {noun}, i {posv} it.",
+    "not {neg} at all.",
+    "the {gword} on this {noun} is {pos}.",
+    "one of the best {gword} albums i have heard.",
+    "highly recommended.",
+    "you will not be disappointed.",
+    "every {noun} is {pos} and never {neg}.",
+    "the {noun} is {pos}, the {noun2} even more so.",
+)
+_NEGATIVE_SENTENCES = (
+    "this {noun} is {int} {neg}.",
+    "the {noun} is not {pos}.",
+    "not {pos} at all.",
+    "i {negv} this {noun}.",
+    "i did not {posv} it.",
+    "the {gword} sounds {neg}.",
+    "not worth the money.",
+    "don't waste your money.",
+    "i wanted to like it but it is not {pos}.",
+    "nothing {pos} here, just {neg} {noun2}.",
+)
+_NEUTRAL_SENTENCES = (
+    "i bought this for my {rel}.",
+    "the {gword} reminds me of their earlier work.",
+    "it arrived on time.",
+    "i first heard this {noun} on the radio.",
+    "some songs are {pos} but others are {neg}.",
+    "the {noun} is ok.",
+    "i downloaded the mp3 version.",
+    "this is their {ordinal} {noun} with lots of {gword}.",
+)
+_SUMMARIES = {
+    5: ("Five Stars", "Five Stars", "Five Stars", "{Pos} {noun}", "{Int} {pos}!", "Love it", "Not {neg} at all",
+        "A {pos} {gword} album"),
+    4: ("Four Stars", "Four Stars", "{Pos} {noun}", "Pretty {pos}", "Not bad", "I {posv} it"),
+    3: ("Three Stars", "Three Stars", "It's ok", "Some {pos} songs", "Not {pos}, not {neg}"),
+    2: ("Two Stars", "Two Stars", "Not {pos}", "{Neg}", "Disappointing", "{Int} {neg}"),
+    1: ("One Star", "One Star", "{Int} {neg}", "Not {pos} at all", "Don't waste your money", "{Neg} {noun}"),
+}  # fmt: skip
+# Share of positive / negative / neutral sentences in a review with each rating.
+_SENTENCE_MIX = {5: (0.80, 0.04, 0.16), 4: (0.62, 0.12, 0.26), 3: (0.32, 0.33, 0.35), 2: (0.12, 0.64, 0.24),
+                 1: (0.06, 0.76, 0.18)}  # fmt: skip
+_ORDINALS = ("first", "second", "third", "fourth", "latest", "best")
+_FORMATS = (
+    (" Audio CD", 0.58),
+    (" MP3 Music", 0.34),
+    (" Vinyl", 0.04),
+    (" Audio Cassette", 0.01),
+    (None, 0.03),
+)
+_CSS_PRICE = ".a-box-inner{background-color:#fff}.a-box-inner{...} .a-color-price{color:#B12704}"
+_IMAGE_URL = "https://images-na.ssl-images-amazon.com/images/I/{code}._SY88.jpg"
+_BASE36 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)
+
+
+class GeneratorError(ValueError):
+    """The requested data set cannot be generated (sizes out of range)."""
+
+
+@dataclass(frozen=True)
+class GeneratedFiles:
+    """Where :func:`generate_dataset` wrote, and what."""
+
+    reviews_path: Path
+    metadata_path: Path
+    reviews: int
+    items: int
+
+
+def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    """Zipf weights ``1/(rank+1)^exponent`` assigned to a random permutation of ``n`` entities."""
+    ranks = rng.permutation(n)
+    weights = 1.0 / np.power(ranks + 1.0, exponent)
+    return weights / weights.sum()
+
+
+def _codes(n: int, prefix: str, width: int, salt: int) -> list[str]:
+    """``n`` distinct, random-looking upper-case base-36 identifiers such as ``A1ZCPG3D3HGRSS``."""
+    modulus = 36**width
+    # An affine map with a multiplier coprime to 36 is a bijection modulo 36**width: no collisions.
+    multiplier, offset = 2_305_843_009_213_693_951, salt % modulus
+    values = [(i * multiplier + offset) % modulus for i in range(n)]
+    digits = np.empty((n, width), dtype=np.uint8)
+    remaining = np.array(values, dtype=object)
+    for position in range(width - 1, -1, -1):
+        digits[:, position] = _BASE36[(remaining % 36).astype(np.int64)]
+        remaining //= 36
+    encoded = digits.view(f"S{width}").ravel()
+    return [prefix + code.decode() for code in encoded]
+
+
+class _World:
+    """Users, items and the taste model that links them."""
+
+    def __init__(self, n_reviews: int, n_items: int, rng: np.random.Generator) -> None:
+        n_users = max(10, int(n_reviews * 0.6))
+        n_genres = len(GENRE_NAMES)
+        self.genre_centres = rng.normal(0.0, 1.0, (n_genres, _LATENT_DIM))
+        genre_share = rng.dirichlet(np.full(n_genres, 2.0))
+        self.item_genre = rng.choice(n_genres, size=n_items, p=genre_share)
+        self.item_latent = self.genre_centres[self.item_genre] + rng.normal(0, 0.6, (n_items, _LATENT_DIM))
+        self.item_bias = rng.normal(0.0, 0.45, n_items)
+        self.item_weight = _zipf_weights(n_items, 0.95, rng)
+        self.item_ids = _codes(n_items, "B", 9, salt=int(rng.integers(1 << 40)))
+        # Some real asins are ISBN-like digit strings (an affine bijection keeps them distinct).
+        for i in np.flatnonzero(rng.random(n_items) < 0.05):
+            self.item_ids[i] = str(1_000_000_000 + (int(i) * 2_654_435_761) % 9_000_000_000)
+        self.orphan_ids = _codes(max(1, n_items // 20), "B0", 8, salt=int(rng.integers(1 << 40)))
+
+        self.user_latent = rng.normal(0.0, 1.0, (n_users, _LATENT_DIM)).astype(np.float32)
+        self.user_bias = rng.normal(0.0, 0.45, n_users).astype(np.float32)
+        affinity = self.user_latent @ self.genre_centres.T.astype(np.float32)
+        top_two = np.argsort(-affinity, axis=1)[:, :2]
+        self.user_favourite, self.user_second = top_two[:, 0], top_two[:, 1]
+        self.user_cumweight = np.cumsum(_zipf_weights(n_users, 0.85, rng))
+        self.user_ids = _codes(n_users, "A", 13, salt=int(rng.integers(1 << 40)))
+        # Reviewing careers: a start day skewed towards the 2010s, then activity for a few years.
+        span = int((_LAST_DAY - _FIRST_DAY).astype(int))
+        self.user_start = (span * rng.beta(4.0, 1.6, n_users)).astype(np.int64)
+        self.user_names = [
+            None if rng.random() < 0.03 else f"{FIRST_NAMES[i % len(FIRST_NAMES)]} {chr(65 + i % 26)}."
+            for i in range(n_users)
+        ]
+        self.span_days = span
+
+        self.genre_items = []
+        self.genre_cumweight = []
+        for g in range(n_genres):
+            members = np.flatnonzero(self.item_genre == g)
+            if members.size == 0:
+                members = np.array([int(np.argmax(self.item_weight))])
+            weights = self.item_weight[members]
+            self.genre_items.append(members)
+            self.genre_cumweight.append(np.cumsum(weights / weights.sum()))
+        self.item_cumweight = np.cumsum(self.item_weight)
+        self.rating_cuts = self._calibrate_rating_cuts(rng)
+
+    def raw_scores(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The latent rating score before it is cut into stars."""
+        match = np.einsum("ij,ij->i", self.user_latent[users], self.item_latent[items]) / np.sqrt(_LATENT_DIM)
+        return self.user_bias[users] + self.item_bias[items] + 0.8 * match + rng.normal(0, 0.55, users.size)
+
+    def _calibrate_rating_cuts(self, rng: np.random.Generator) -> np.ndarray:
+        users, items = self.sample_pairs(min(200_000, 20 * len(self.user_ids)), rng)
+        quantiles = np.cumsum(RATING_SHARES)[:-1]
+        return np.quantile(self.raw_scores(users, items, rng), quantiles)
+
+    def sample_pairs(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Draw (user, item) index pairs: active users more often, mostly items of their favourite genres."""
+        users = np.minimum(np.searchsorted(self.user_cumweight, rng.random(n)), len(self.user_ids) - 1)
+        mode = rng.random(n)
+        genre = np.where(mode < 0.55, self.user_favourite[users], self.user_second[users])
+        items = np.minimum(np.searchsorted(self.item_cumweight, rng.random(n)), len(self.item_ids) - 1)
+        by_taste = mode < 0.8
+        for g, members in enumerate(self.genre_items):
+            rows = np.flatnonzero(by_taste & (genre == g))
+            if rows.size:
+                picks = np.searchsorted(self.genre_cumweight[g], rng.random(rows.size))
+                items[rows] = members[np.minimum(picks, members.size - 1)]
+        return users, items
+
+
+class _TextWriter:
+    """Writes review and summary text whose words carry the rating's sentiment and the item's genre."""
+
+    def __init__(self, seed: int) -> None:
+        self._random = random.Random(seed)
+
+    def _fill(self, template: str, genre: int) -> str:
+        r = self._random
+        pos, neg = r.choice(POSITIVE_WORDS), r.choice(NEGATIVE_WORDS)
+        intensifier = r.choice(INTENSIFIERS)
+        return template.format(
+            noun=r.choice(MUSIC_NOUNS), noun2=r.choice(MUSIC_NOUNS), pos=pos, neg=neg, int=intensifier,
+            Pos=pos.capitalize(), Neg=neg.capitalize(), Int=intensifier.capitalize(),
+            posv=r.choice(POSITIVE_VERBS), negv=r.choice(NEGATIVE_VERBS), rel=r.choice(RELATIVES),
+            gword=r.choice(GENRES[GENRE_NAMES[genre]]), ordinal=r.choice(_ORDINALS),
+        )  # fmt: skip
+
+    def review(self, rating: int, genre: int) -> str:
+        """A review of one to a dozen sentences, sentiment drawn from the rating's sentence mix."""
+        r = self._random
+        positive, negative, _ = _SENTENCE_MIX[rating]
+        sentences = []
+        for _ in range(1 + min(11, int(r.expovariate(1 / 2.6)))):
+            u = r.random()
+            pool = (
+                _POSITIVE_SENTENCES if u < positive
+                else _NEGATIVE_SENTENCES if u < positive + negative
+                else _NEUTRAL_SENTENCES
+            )  # fmt: skip
+            sentence = self._fill(r.choice(pool), genre)
+            sentences.append(sentence[0].upper() + sentence[1:])
+        text = " ".join(sentences)
+        u = r.random()
+        if u < 0.02:
+            text = text.replace(".", " &quot;!&quot;", 1) + "<br /><br />" + self._fill("the {noun} is ok.", genre)
+        elif u < 0.035:
+            text += r.choice((" 😀", " ❤️", " 👍", " ¡Olé!", " Très bien."))
+        return text
+
+    def summary(self, rating: int, genre: int) -> str:
+        """A short summary line; Amazon's generated "Five Stars" style is common, as in the real data."""
+        return self._fill(self._random.choice(_SUMMARIES[rating]), genre)
+
+
+def _review_time(days: np.ndarray) -> list[str]:
+    """Format day numbers since the epoch as the 2018 ``reviewTime``: zero-padded month, bare day."""
+    out = []
+    for iso in days.astype("datetime64[D]").astype(str):
+        year, month, day = iso.split("-")
+        out.append(f"{month} {int(day)}, {year}")
+    return out
+
+
+def _review_lines(world: _World, n: int, rng: np.random.Generator, text: _TextWriter) -> list[str]:
+    """``n`` unique review lines as JSON, in the 2018 key order."""
+    users, items = world.sample_pairs(n, rng)
+    scores = world.raw_scores(users, items, rng)
+    ratings = 1 + np.searchsorted(world.rating_cuts, scores)
+    text_ratings = np.where(rng.random(n) < _LABEL_NOISE, rng.integers(1, 6, n), ratings)
+    career = rng.exponential(900.0, n).astype(np.int64)
+    day_offsets = world.user_start[users] + career
+    late = day_offsets > world.span_days
+    day_offsets[late] = rng.integers(world.user_start[users[late]], world.span_days + 1)
+    days = (_FIRST_DAY + day_offsets).astype("datetime64[D]")
+    unix = days.astype("datetime64[s]").astype(np.int64)
+    review_times = _review_time(days)
+    orphan = rng.random(n) < _ORPHAN_ITEM_FRACTION
+    orphan_pick = rng.integers(0, len(world.orphan_ids), n)
+    format_draw = rng.choice(len(_FORMATS), size=n, p=[p for _, p in _FORMATS])
+    votes = np.where(rng.random(n) < 0.16, 2 + np.floor(rng.pareto(1.1, n) * 3), 0).astype(np.int64)
+    year_share = (day_offsets / world.span_days) ** 0.5
+    verified = rng.random(n) < 0.35 + 0.6 * year_share
+    text_draw = rng.random(n)
+    images = rng.random(n) < 0.004
+
+    lines = []
+    for k in range(n):
+        user, item, rating = int(users[k]), int(items[k]), int(ratings[k])
+        genre = int(world.item_genre[item])
+        record: dict[str, object] = {"overall": float(rating)}
+        if votes[k]:
+            record["vote"] = f"{int(votes[k]):,}"
+        record["verified"] = bool(verified[k])
+        record["reviewTime"] = review_times[k]
+        record["reviewerID"] = world.user_ids[user]
+        record["asin"] = world.orphan_ids[orphan_pick[k]] if orphan[k] else world.item_ids[item]
+        format_name = _FORMATS[format_draw[k]][0]
+        if format_name is not None:
+            record["style"] = {"Format:": format_name}
+        if world.user_names[user] is not None:
+            record["reviewerName"] = world.user_names[user]
+        if text_draw[k] >= 0.003:  # a few reviews have no text at all, a few an empty one
+            record["reviewText"] = "" if text_draw[k] < 0.005 else text.review(int(text_ratings[k]), genre)
+        if 0.002 <= text_draw[k] < 0.994:  # a few summaries are missing
+            record["summary"] = text.summary(int(text_ratings[k]), genre)
+        record["unixReviewTime"] = int(unix[k])
+        if images[k]:
+            record["image"] = [_IMAGE_URL.format(code=world.item_ids[item] + str(k % 7))]
+        lines.append(json.dumps(record))
+    return lines
+
+
+def _title(world: _World, item: int, rng: random.Random) -> str:
+    words = rng.sample(TITLE_WORDS, k=rng.randint(1, 4))
+    title = " ".join(words)
+    u = rng.random()
+    if u < 0.04:
+        return f'<span class="a-size-medium a-color-secondary a-text-normal">{title}</span>'
+    if u < 0.07:
+        return title.replace(" ", " &amp; ", 1)
+    if u < 0.09:
+        return f"{title} [Explicit]"
+    return title
+
+
+def _artist(index: int, rng: random.Random) -> str:
+    name = "".join(rng.choice(NAME_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+    return name if index % 3 else f"The {name}s"
+
+
+def _metadata_lines(world: _World, seed: int) -> list[str]:
+    """One metadata line per item in the 2018 key order, with a few exact duplicate lines."""
+    r = random.Random(seed)
+    n_items = len(world.item_ids)
+    artists = [_artist(i, r) for i in range(max(1, n_items // 4))]
+    popularity_rank = np.empty(n_items, dtype=np.int64)
+    popularity_rank[np.argsort(-world.item_weight)] = np.arange(n_items)
+    lines = []
+    for item in range(n_items):
+        genre = int(world.item_genre[item])
+        record: dict[str, object] = {
+            "category": ["CDs & Vinyl", GENRE_NAMES[genre]] if r.random() < 0.4 else [],
+            "tech1": "",
+            "description": [f"{GENRE_NAMES[genre]} album, {r.randint(8, 16)} tracks."] if r.random() < 0.3 else [],
+            "fit": "",
+            "title": _title(world, item, r),
+            "also_buy": [world.item_ids[int(j)] for j in r.sample(list(world.genre_items[genre][:50]),
+                                                                   k=min(3, len(world.genre_items[genre])))],
+            "tech2": "",
+            "brand": artists[r.randrange(len(artists))],
+            "feature": [],
+        }  # fmt: skip
+        u = r.random()
+        if u < 0.9:
+            rank = int(popularity_rank[item] * 40 + r.randint(1, 40) + 1000)
+            record["rank"] = f"{rank:,} in CDs & Vinyl ("
+        elif u < 0.95:
+            record["rank"] = []
+        record["also_view"] = []
+        record["main_cat"] = "Digital Music" if r.random() < 0.8 else "Music"
+        record["similar_item"] = ""
+        record["date"] = ""
+        u = r.random()
+        if u < 0.72:
+            record["price"] = f"${min(199.99, r.lognormvariate(2.4, 0.45)):.2f}"
+        elif u < 0.77:
+            record["price"] = ""
+        elif u < 0.8:
+            record["price"] = _CSS_PRICE
+        record["asin"] = world.item_ids[item]
+        record["imageURL"] = []
+        record["imageURLHighRes"] = []
+        lines.append(json.dumps(record))
+        if r.random() < 0.005:
+            lines.append(lines[-1])
+    return lines
+
+
+def _write_gzip_lines(path: Path, chunks) -> None:  # noqa: ANN001 - an iterable of line lists
+    """Write lines to ``path`` atomically as gzip with a fixed header, so bytes depend on content only."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+        for lines in chunks:
+            out.write(("\n".join(lines) + "\n").encode("utf-8"))
+    os.replace(partial, path)
+
+
+def generate_dataset(
+    out_dir: str | Path, n_reviews: int, n_items: int | None = None, seed: int = 0
+) -> GeneratedFiles:
+    """Write ``Digital_Music.json.gz`` and ``meta_Digital_Music.json.gz`` into ``out_dir``.
+
+    Args:
+        out_dir: destination directory (created if missing).
+        n_reviews: review lines to write, duplicates included (the real category has 1,584,082).
+        n_items: items in the metadata file; by default the real ratio of items to reviews (74,347 at full scale).
+        seed: the same seed gives byte-identical files.
+
+    Returns:
+        The paths and counts written.
+
+    Raises:
+        GeneratorError: for fewer than 100 reviews or 20 items.
+    """
+    if n_reviews < 100:
+        raise GeneratorError(f"--reviews must be at least 100, got {n_reviews}")
+    n_items = n_items or max(50, round(n_reviews * ITEMS_PER_REVIEW))
+    if n_items < 20:
+        raise GeneratorError(f"--items must be at least 20, got {n_items}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    logger.info("building %s users and %s items (seed %d)", f"{int(n_reviews * 0.6):,}", f"{n_items:,}", seed)
+    world = _World(n_reviews, n_items, rng)
+    text = _TextWriter(int(rng.integers(1 << 62)))
+    progress = Progress(logger, "reviews generated", total=n_reviews)
+
+    def review_chunks():  # noqa: ANN202
+        remaining = n_reviews
+        while remaining:
+            n_lines = min(_CHUNK_REVIEWS, remaining)
+            n_duplicates = int(n_lines * _DUPLICATE_FRACTION)
+            lines = _review_lines(world, n_lines - n_duplicates, rng, text)
+            for source in rng.integers(0, len(lines), n_duplicates):
+                lines.insert(int(rng.integers(source, len(lines) + 1)), lines[int(source)])
+            remaining -= n_lines
+            progress.advance(n_lines)
+            yield lines
+
+    reviews_path = out / schema.REVIEWS_FILENAME
+    metadata_path = out / schema.METADATA_FILENAME
+    _write_gzip_lines(reviews_path, review_chunks())
+    progress.done()
+    _write_gzip_lines(metadata_path, [_metadata_lines(world, int(rng.integers(1 << 62)))])
+    logger.info("wrote %s and %s", reviews_path, metadata_path)
+    return GeneratedFiles(reviews_path, metadata_path, n_reviews, n_items)

@@ -1,0 +1,19 @@
+"""Small helpers shared by test modules."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_lines(path: Path) -> list[bytes]:
+    """The lines of a gzipped file, without their newlines."""
+    with gzip.open(path, "rb") as handle:
+        return handle.read().splitlines()
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a gzipped JSON-lines file."""
+    return [json.loads(line) for line in read_lines(path)]

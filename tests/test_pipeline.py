@@ -1,0 +1,133 @@
+"""The DAG: it compiles, the committed YAML is current, the CLI validates, and runs go end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from components import BASE_IMAGE
+from pipelines.cli import COMPILED_PIPELINE, compile_pipeline, main
+from pipelines.local_run import RunError, parse_parameters
+
+
+def _without_versions(text: str) -> str:
+    """Compiled YAML minus the lines that only name the kfp version that compiled it."""
+    return re.sub(r"^.*(sdkVersion|kfp-\d|kfp==).*$", "", text, flags=re.MULTILINE)
+
+
+def test_compiled_yaml_is_current(tmp_path):
+    fresh = compile_pipeline(tmp_path / "pipeline.yaml")
+    assert _without_versions(fresh.read_text()) == _without_versions(COMPILED_PIPELINE.read_text()), (
+        "pipelines/music_recommender.yaml is stale: run `make compile` and commit it"
+    )
+
+
+def test_compiled_pipeline_shape(tmp_path):
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "music-recommender"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"reviews_uri", "metadata_uri"}
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["ingest"]["taskInfo"]["name"] == "Ingest reviews"
+    assert tasks["ingest"]["cachingOptions"] == {}  # caching off for ingest: same URI, maybe new bytes
+    outputs = spec["components"]["comp-ingest"]["outputDefinitions"]["artifacts"]
+    assert outputs["examples"]["artifactType"]["schemaTitle"] == "system.Dataset"
+    assert outputs["report_markdown"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    container = spec["deploymentSpec"]["executors"]["exec-ingest"]["container"]
+    assert container["image"] == BASE_IMAGE
+    assert "pip install" not in " ".join(container["command"]), "the image carries kfp; no install at run time"
+
+
+def test_compile_can_point_every_step_at_another_image(tmp_path):
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/musicrec:0.1.0"
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml", image=image).read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {image}
+
+
+def test_parameters_are_typed_and_checked():
+    assert parse_parameters(["reviews_uri=s3://b/k"]) == {"reviews_uri": "s3://b/k"}
+    with pytest.raises(RunError, match="unknown parameter"):
+        parse_parameters(["learning_rate=0.1"])
+    with pytest.raises(RunError, match="expected name=value"):
+        parse_parameters(["reviews_uri"])
+
+
+def test_cli_rejects_a_missing_local_input_with_one_line(tmp_path, capsys):
+    code = main(["run", "--output", str(tmp_path / "run"), "--reviews", str(tmp_path / "absent.json.gz"),
+                 "--metadata", str(tmp_path / "absent_meta.json.gz")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1] == f"musicrec run: error: cannot read {tmp_path / 'absent.json.gz'}: not found"
+
+
+def test_cli_wants_both_data_arguments(tmp_path, capsys):
+    assert main(["run", "--output", str(tmp_path), "--reviews", "x.json"]) == 1
+    assert "give both --reviews and --metadata" in capsys.readouterr().err
+
+
+def test_cli_generate_writes_the_files(tmp_path):
+    assert main(["generate", "--reviews", "500", "--seed", "1", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "Digital_Music.json.gz").stat().st_size > 0
+    assert main(["generate", "--reviews", "50", "--out", str(tmp_path / "x")]) == 1
+
+
+@pytest.mark.slow
+def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
+    """The console script, a generated sample, the DAG through kfp.local, summary.json."""
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--output", str(out), "--sample-reviews", "3000"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    ingest = summary["ingest"]
+    assert ingest["lines_read"] == 3000
+    assert ingest["kept"] + ingest["quarantined"] + ingest["duplicates"] == 3000
+    assert set(summary["seconds"]) >= {"generate", "ingest", "total"}
+    assert "ingest    lines" in result.stdout
+    examples = next((out / "pipeline_root").glob("music-recommender-*/ingest/examples"))
+    assert {p.name for p in examples.iterdir()} == {"train", "eval", "test"}
+    for step_not_built in ("sentiment", "rating", "ranking", "blessed", "pushed_model"):
+        assert step_not_built not in summary
+
+
+@pytest.mark.slow
+def test_musicrec_run_from_s3_through_kfp_local(tmp_path, s3_env, small_dataset):
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="musicrec-e2e")
+    client.upload_file(str(small_dataset.reviews_path), "musicrec-e2e", "r.json.gz")
+    client.upload_file(str(small_dataset.metadata_path), "musicrec-e2e", "m.json.gz")
+    out = tmp_path / "run"
+    assert main(["run", "--output", str(out), "--reviews", "s3://musicrec-e2e/r.json.gz",
+                 "--metadata", "s3://musicrec-e2e/m.json.gz"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ingest"]["inputs"]["reviews"]["uri"] == "s3://musicrec-e2e/r.json.gz"
+    assert summary["ingest"]["lines_read"] == 3000
+
+
+@pytest.mark.slow
+def test_a_failing_step_makes_musicrec_run_exit_non_zero(tmp_path):
+    """All lines invalid: the ingest task fails inside kfp.local and the CLI says so, exit 1."""
+    reviews = tmp_path / "Digital_Music.json"
+    reviews.write_text('{"overall": 9.0}\nnot json\n')
+    metadata = tmp_path / "meta.json"
+    metadata.write_text('{"asin": "B1"}\n')
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--output", str(out), "--reviews", str(reviews),
+         "--metadata", str(metadata)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "ingest failed: no valid reviews in" in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("musicrec run: error: Pipeline 'music-recommender'")
+    assert not (out / "summary.json").exists()
+    assert not list((out / "pipeline_root").glob("*/ingest/examples"))

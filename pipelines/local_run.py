@@ -80,8 +80,14 @@ def _ingest_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
     return {key: report[key] for key in keys}, report["seconds"]
 
 
+def _preprocess_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
+    report = json.loads((task_dir / "report").read_text())
+    keys = ("vocabulary_sizes", "splits", "reviews_per_second", "settings")
+    return {key: report[key] for key in keys}, report["seconds"]
+
+
 # Each built step: its task directory name, the summary key it fills and how to read it.
-_STEP_SUMMARIES = {"ingest": ("ingest", _ingest_summary)}
+_STEP_SUMMARIES = {"ingest": ("ingest", _ingest_summary), "preprocess": ("preprocess", _preprocess_summary)}
 
 
 def build_summary(run_dir: Path) -> dict[str, Any]:
@@ -174,6 +180,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             "splits    "
             + "  ".join(f"{name} {ingest['splits'][name]['rows']:,}" for name in schema.SPLITS)
             + f"  (users {ingest['users']:,}, items {ingest['items']:,})"
+        )
+    preprocess = summary.get("preprocess")
+    if preprocess:
+        sizes = preprocess["vocabulary_sizes"]
+        oov = preprocess["splits"][schema.TEST]["review_tokens"]["oov_rate"]
+        lines.append(
+            f"preprocess vocabularies: review {sizes['review_tokens']:,}  summary {sizes['summary_tokens']:,}  "
+            f"users {sizes['users']:,}  items {sizes['items']:,}; test review OOV {oov:.2%}"
         )
     lines.append("seconds   " + "  ".join(f"{step} {s:.1f}" for step, s in summary["seconds"].items()))
     return "\n".join(lines)

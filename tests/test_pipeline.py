@@ -30,9 +30,22 @@ def test_compiled_yaml_is_current(tmp_path):
 def test_compiled_pipeline_shape(tmp_path):
     spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
     assert spec["pipelineInfo"]["name"] == "music-recommender"
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"reviews_uri", "metadata_uri"}
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"reviews_uri", "metadata_uri", "beam_runner", "beam_options", "review_vocabulary_size"} <= set(
+        parameters
+    )
+    assert (
+        "defaultValue" not in parameters["reviews_uri"]
+        and parameters["beam_runner"]["defaultValue"] == "DirectRunner"
+    )
+    assert all(p.get("description") for p in parameters.values()), "every pipeline parameter is documented"
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["ingest"]["taskInfo"]["name"] == "Ingest reviews"
+    assert tasks["preprocess"]["dependentTasks"] == ["ingest"]
+    assert tasks["preprocess"]["inputs"]["artifacts"]["examples"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "examples",
+        "producerTask": "ingest",
+    }
     assert tasks["ingest"]["cachingOptions"] == {}  # caching off for ingest: same URI, maybe new bytes
     outputs = spec["components"]["comp-ingest"]["outputDefinitions"]["artifacts"]
     assert outputs["examples"]["artifactType"]["schemaTitle"] == "system.Dataset"
@@ -89,10 +102,17 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     ingest = summary["ingest"]
     assert ingest["lines_read"] == 3000
     assert ingest["kept"] + ingest["quarantined"] + ingest["duplicates"] == 3000
-    assert set(summary["seconds"]) >= {"generate", "ingest", "total"}
+    assert set(summary["seconds"]) >= {"generate", "ingest", "preprocess", "total"}
     assert "ingest    lines" in result.stdout
     examples = next((out / "pipeline_root").glob("music-recommender-*/ingest/examples"))
     assert {p.name for p in examples.iterdir()} == {"train", "eval", "test"}
+    preprocess = summary["preprocess"]
+    assert {split: preprocess["splits"][split]["rows"] for split in ("train", "eval", "test")} == {
+        split: ingest["splits"][split]["rows"] for split in ("train", "eval", "test")
+    }
+    assert preprocess["vocabulary_sizes"]["users"] == ingest["splits"]["train"]["users"]
+    transformed = next((out / "pipeline_root").glob("music-recommender-*/preprocess/transformed_examples"))
+    assert all(list((transformed / split).glob("*.tfrecord.gz")) for split in ("train", "eval", "test"))
     for step_not_built in ("sentiment", "rating", "ranking", "blessed", "pushed_model"):
         assert step_not_built not in summary
 
@@ -131,3 +151,4 @@ def test_a_failing_step_makes_musicrec_run_exit_non_zero(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("musicrec run: error: Pipeline 'music-recommender'")
     assert not (out / "summary.json").exists()
     assert not list((out / "pipeline_root").glob("*/ingest/examples"))
+    assert not list((out / "pipeline_root").glob("*/preprocess"))

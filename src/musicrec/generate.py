@@ -122,6 +122,10 @@ _NEUTRAL_SENTENCES = (
     "the {noun} is ok.",
     "i downloaded the mp3 version.",
     "this is their {ordinal} {noun} with lots of {gword}.",
+    "the {rare} {noun} reminds me of {rare2}.",
+    "{rare} and {rare2} play on track {track}.",
+    "i saw them live in {rare} back in the day.",
+    "the liner notes mention {rare}, {rare2} and the {rare3} sessions.",
 )
 _SUMMARIES = {
     5: ("Five Stars", "Five Stars", "Five Stars", "{Pos} {noun}", "{Int} {pos}!", "Love it", "Not {neg} at all",
@@ -134,6 +138,8 @@ _SUMMARIES = {
 # Share of positive / negative / neutral sentences in a review with each rating.
 _SENTENCE_MIX = {5: (0.80, 0.04, 0.16), 4: (0.62, 0.12, 0.26), 3: (0.32, 0.33, 0.35), 2: (0.12, 0.64, 0.24),
                  1: (0.06, 0.76, 0.18)}  # fmt: skip
+_LONG_TAIL_WORDS = 30_000  # names, places and rare words: the Zipfian tail that makes vocabularies real
+_TYPO_RATE = 0.03
 _ORDINALS = ("first", "second", "third", "fourth", "latest", "best")
 _FORMATS = (
     (" Audio CD", 0.58),
@@ -259,11 +265,35 @@ class _TextWriter:
 
     def __init__(self, seed: int) -> None:
         self._random = random.Random(seed)
+        syllables = [s for s in NAME_SYLLABLES if s.isascii()] + ["qu", "in", "or", "st", "ph", "ell", "ux"]
+        words = {
+            "".join(self._random.choice(syllables) for _ in range(self._random.randint(2, 4)))
+            for _ in range(2 * _LONG_TAIL_WORDS)
+        }
+        self._tail = sorted(words)[:_LONG_TAIL_WORDS]
+        self._random.shuffle(self._tail)
+        self._tail_cumweight = list(np.cumsum(1.0 / np.arange(1, len(self._tail) + 1) ** 1.05))
+
+    def _rare(self) -> str:
+        return self._random.choices(self._tail, cum_weights=self._tail_cumweight)[0]
+
+    def _typo(self, text: str) -> str:
+        """Swap two neighbouring letters of one word, as hurried reviewers do."""
+        words = text.split(" ")
+        i = self._random.randrange(len(words))
+        word = words[i]
+        if len(word) > 3:
+            j = self._random.randrange(len(word) - 2)
+            words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2 :]
+        return " ".join(words)
 
     def _fill(self, template: str, genre: int) -> str:
         r = self._random
         pos, neg = r.choice(POSITIVE_WORDS), r.choice(NEGATIVE_WORDS)
         intensifier = r.choice(INTENSIFIERS)
+        if "{rare" in template:
+            template = template.replace("{rare}", self._rare()).replace("{rare2}", self._rare())
+            template = template.replace("{rare3}", self._rare()).replace("{track}", str(r.randint(1, 14)))
         return template.format(
             noun=r.choice(MUSIC_NOUNS), noun2=r.choice(MUSIC_NOUNS), pos=pos, neg=neg, int=intensifier,
             Pos=pos.capitalize(), Neg=neg.capitalize(), Int=intensifier.capitalize(),
@@ -276,7 +306,7 @@ class _TextWriter:
         r = self._random
         positive, negative, _ = _SENTENCE_MIX[rating]
         sentences = []
-        for _ in range(1 + min(11, int(r.expovariate(1 / 2.6)))):
+        for _ in range(1 + min(15, int(r.expovariate(1 / 4.0)))):
             u = r.random()
             pool = (
                 _POSITIVE_SENTENCES if u < positive
@@ -291,6 +321,8 @@ class _TextWriter:
             text = text.replace(".", " &quot;!&quot;", 1) + "<br /><br />" + self._fill("the {noun} is ok.", genre)
         elif u < 0.035:
             text += r.choice((" 😀", " ❤️", " 👍", " ¡Olé!", " Très bien."))
+        if r.random() < _TYPO_RATE:
+            text = self._typo(text)
         return text
 
     def summary(self, rating: int, genre: int) -> str:

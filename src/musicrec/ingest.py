@@ -13,18 +13,14 @@ The contract (DESIGN.md, evaluation protocol):
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
 import logging
 import math
-import os
 import re
-import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from musicrec import schema
+from musicrec.artifacts import directory_sha256, publish, staging_directory
 from musicrec.progress import Progress
 from musicrec.storage import LineReader, StorageError
 from musicrec.text import strip_html
@@ -410,46 +407,6 @@ class _SplitWriter:
         }
 
 
-def directory_sha256(directory: Path) -> str:
-    """sha256 over the relative paths and bytes of every file below ``directory``, in sorted order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(directory)).encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _staging(targets: list[Path]) -> Iterator[Path]:
-    """A scratch directory beside the first target; removed whatever happens."""
-    anchor = targets[0]
-    anchor.parent.mkdir(parents=True, exist_ok=True)
-    staging = anchor.parent / f".{anchor.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _publish(staged: Path, target: Path) -> None:
-    """Move a finished file or directory into place; an older one is replaced only after the new is whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        retired = target.with_name(f".{target.name}.retired-{os.getpid()}")
-        os.replace(target, retired)
-        os.replace(staged, target)
-        if retired.is_dir():
-            shutil.rmtree(retired)
-        else:
-            retired.unlink()
-    else:
-        os.replace(staged, target)
-
-
 def _markdown(report: dict[str, Any]) -> str:
     reasons = report["quarantine_reasons"] or {"(none)": 0}
     lines = [
@@ -508,7 +465,7 @@ def ingest(
     targets = [Path(examples_dir), Path(quarantine_path), Path(report_path)]
     if markdown_path is not None:
         targets.append(Path(markdown_path))
-    with _staging(targets) as staging:
+    with staging_directory(targets[0]) as staging:
         quarantine = _Quarantine(staging / "quarantine.jsonl.gz")
         try:
             items, metadata_tally, metadata_reader = _read_metadata(metadata_uri, quarantine)
@@ -587,7 +544,7 @@ def ingest(
             (staging / "report.md").write_text(_markdown(report))
             staged.append(staging / "report.md")
         for source, target in zip(staged, targets, strict=True):
-            _publish(source, target)
+            publish(source, target)
     logger.info(
         "ingest: %s lines read, %s kept, %s quarantined, %s duplicates; train/eval/test = %s in %.1fs",
         f"{report['lines_read']:,}", f"{report['kept']:,}", f"{report['quarantined']:,}",

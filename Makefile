@@ -33,8 +33,8 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP) ## Lint and format-check the code
-	$(BIN)/ruff check src components pipelines tests
-	$(BIN)/ruff format --check src components pipelines tests
+	$(BIN)/ruff check src components pipelines tests benchmarks
+	$(BIN)/ruff format --check src components pipelines tests benchmarks
 
 compile: $(STAMP) ## Recompile pipelines/music_recommender.yaml
 	$(BIN)/musicrec compile

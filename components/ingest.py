@@ -25,6 +25,7 @@ def ingest(
         report: the ingest report as JSON (counts, reasons, splits, input sha256).
         report_markdown: the same report rendered for the Kubeflow UI.
     """
+    from musicrec.artifacts import attach_metadata
     from musicrec.ingest import IngestError, artifact_metadata
     from musicrec.ingest import ingest as run_ingest
     from musicrec.progress import configure_logging
@@ -41,7 +42,5 @@ def ingest(
         )
     except IngestError as error:
         raise SystemExit(f"ingest failed: {error}") from None
-    metadata = artifact_metadata(result)
-    examples.metadata.update(metadata["examples"])
-    quarantine.metadata.update(metadata["quarantine"])
-    report.metadata.update(metadata["report"])
+    outputs = {"examples": examples, "quarantine": quarantine, "report": report}
+    attach_metadata(outputs, artifact_metadata(result))

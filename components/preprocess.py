@@ -37,6 +37,7 @@ def preprocess(
         beam_runner: Beam runner, e.g. DirectRunner, DataflowRunner, FlinkRunner, SparkRunner.
         beam_options: further Beam flags as one shell-quoted string.
     """
+    from musicrec.artifacts import attach_metadata
     from musicrec.features import TransformSettings
     from musicrec.progress import configure_logging
     from musicrec.transform import PreprocessError, artifact_metadata
@@ -63,7 +64,5 @@ def preprocess(
         )
     except PreprocessError as error:
         raise SystemExit(f"preprocess failed: {error}") from None
-    metadata = artifact_metadata(result)
-    transformed_examples.metadata.update(metadata["transformed_examples"])
-    transform_graph.metadata.update(metadata["transform_graph"])
-    report.metadata.update(metadata["report"])
+    outputs = {"transformed_examples": transformed_examples, "transform_graph": transform_graph, "report": report}
+    attach_metadata(outputs, artifact_metadata(result))

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from musicrec import schema
+from musicrec import features, schema
 from musicrec.generate import generate_dataset
 
 logger = logging.getLogger("musicrec.run")
@@ -184,10 +184,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     preprocess = summary.get("preprocess")
     if preprocess:
         sizes = preprocess["vocabulary_sizes"]
-        oov = preprocess["splits"][schema.TEST]["review_tokens"]["oov_rate"]
+        oov = preprocess["splits"][schema.TEST][features.REVIEW_VOCABULARY]["oov_rate"]
         lines.append(
-            f"preprocess vocabularies: review {sizes['review_tokens']:,}  summary {sizes['summary_tokens']:,}  "
-            f"users {sizes['users']:,}  items {sizes['items']:,}; test review OOV {oov:.2%}"
+            f"preprocess vocabularies: review {sizes[features.REVIEW_VOCABULARY]:,}  "
+            f"summary {sizes[features.SUMMARY_VOCABULARY]:,}  users {sizes[features.USER_VOCABULARY]:,}  "
+            f"items {sizes[features.ITEM_VOCABULARY]:,}; test review OOV {oov:.2%}"
         )
     lines.append("seconds   " + "  ".join(f"{step} {s:.1f}" for step, s in summary["seconds"].items()))
     return "\n".join(lines)

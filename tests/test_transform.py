@@ -42,9 +42,9 @@ def examples_dir(small_dataset, tmp_path_factory) -> Path:
     return out / "examples"
 
 
-def run(examples: Path, out: Path) -> dict:
+def run(examples: Path, out: Path, **options) -> dict:
     return preprocess(
-        examples, out / "transformed", out / "graph", out / "report.json", out / "report.md", SETTINGS
+        examples, out / "transformed", out / "graph", out / "report.json", out / "report.md", SETTINGS, **options
     )
 
 
@@ -165,8 +165,9 @@ def test_data_report_top_tokens_carry_sentiment(preprocessed):
 
 
 def test_beam_job_is_deterministic(preprocessed, examples_dir, tmp_path):
+    """A second run, normalizing inline instead of in the process pool, writes the same data."""
     first_out, first = preprocessed
-    second = run(examples_dir, tmp_path)
+    second = run(examples_dir, tmp_path, normalizer_processes=0)
     for name in features.VOCABULARIES:
         assert vocabulary(first_out, name) == vocabulary(tmp_path, name)
     assert first["splits"] == second["splits"] and first["top_tokens"] == second["top_tokens"]

@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -47,3 +48,9 @@ def directory_sha256(directory: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def attach_metadata(artifacts: Mapping[str, Any], metadata: Mapping[str, Mapping[str, Any]]) -> None:
+    """Copy each step output's metadata (keyed by output name) onto the KFP artifact object of that name."""
+    for name, artifact in artifacts.items():
+        artifact.metadata.update(metadata[name])

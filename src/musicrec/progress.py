@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -10,7 +11,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Send musicrec's log lines to stderr with timestamps (idempotent; safe inside a KFP executor)."""
+    """Send musicrec's log lines to stderr with timestamps (idempotent; safe inside a KFP executor).
+
+    Also quiets TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) unless the caller chose a level.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = logging.getLogger("musicrec")
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)

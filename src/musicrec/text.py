@@ -102,3 +102,9 @@ def normalize(text: str | None) -> list[str]:
 def normalize_to_string(text: str | None) -> str:
     """:func:`normalize` joined by single spaces: the form stored in examples and split again in TensorFlow."""
     return " ".join(normalize(text))
+
+
+def normalize_columns(columns: tuple[list[str | None], list[str | None]]) -> tuple[list[str], list[str]]:
+    """:func:`normalize_to_string` over a batch of review texts and summaries (one picklable call for a pool)."""
+    reviews, summaries = columns
+    return [normalize_to_string(t) for t in reviews], [normalize_to_string(t) for t in summaries]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import shlex
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +27,8 @@ import pyarrow.compute as pc
 from musicrec import features, schema
 from musicrec.artifacts import directory_sha256, publish, staging_directory
 from musicrec.features import TransformSettings
-from musicrec.text import normalize_to_string
+from musicrec.progress import Progress
+from musicrec.text import normalize_columns
 
 logger = logging.getLogger(__name__)
 
@@ -85,29 +88,65 @@ def _as_list_column(values: pa.Array, value_type: pa.DataType) -> pa.LargeListAr
     return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values.cast(value_type))
 
 
-def _normalized(texts: pa.Array) -> pa.Array:
-    return pa.array(map(normalize_to_string, texts.to_pylist()), pa.large_string())
+def _text_columns(table: pa.Table) -> tuple[list[str | None], list[str | None]]:
+    return table.column(schema.REVIEW_TEXT).to_pylist(), table.column(schema.SUMMARY).to_pylist()
+
+
+def _assemble(table: pa.Table, review_tokens: list[str], summary_tokens: list[str]) -> pa.RecordBatch:
+    """Ingest rows plus their normalized text -> one record batch in :data:`RAW_ARROW_SCHEMA`."""
+    columns = {name: table.column(name).combine_chunks() for name in features.INGEST_COLUMNS_READ}
+    columns[features.REVIEW_TOKENS] = pa.array(review_tokens, pa.large_string())
+    columns[features.SUMMARY_TOKENS] = pa.array(summary_tokens, pa.large_string())
+    arrays = [_as_list_column(columns[f.name], f.type.value_type) for f in RAW_ARROW_SCHEMA]
+    return pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
 
 
 def to_raw_record_batch(table: pa.Table) -> pa.RecordBatch:
     """Ingest rows (:data:`features.INGEST_COLUMNS_READ`) -> one record batch of raw transform features.
 
-    The review text and summary are normalized here, by the one normalizer serving uses too.
+    The review text and summary are normalized by :func:`musicrec.text.normalize_columns`, the function the
+    Beam job runs too, so serving features equal training features.
     """
-    columns = {name: table.column(name).combine_chunks() for name in features.INGEST_COLUMNS_READ}
-    normalized = {
-        features.REVIEW_TOKENS: _normalized(columns[schema.REVIEW_TEXT]),
-        features.SUMMARY_TOKENS: _normalized(columns[schema.SUMMARY]),
-    }
-    arrays = [
-        _as_list_column(normalized.get(f.name, columns.get(f.name)), f.type.value_type) for f in RAW_ARROW_SCHEMA
-    ]
-    return pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
+    return _assemble(table, *normalize_columns(_text_columns(table)))
 
 
-def _record_batches(table: pa.Table, rows: int = RECORD_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    for start in range(0, table.num_rows, rows):
-        yield to_raw_record_batch(table.slice(start, rows))
+class NormalizeToRawBatches(beam.DoFn):
+    """Ingest tables -> raw-feature record batches of at most :data:`RECORD_BATCH_ROWS` rows.
+
+    Normalizing text costs as much as the rest of the step, and the DirectRunner uses one core, so the text of
+    the next batches is normalized in a process pool while the runner transforms the current one.
+
+    Args:
+        split: the split name, for progress lines.
+        processes: pool size; 0 or 1 normalizes inline (the right choice on runners with a worker per core).
+    """
+
+    def __init__(self, split: str, processes: int) -> None:
+        self._split = split
+        self._processes = processes
+        self._pool: Any = None
+        self._progress: Progress | None = None
+
+    def setup(self) -> None:
+        """Start the pool (spawned: the parent holds TensorFlow threads that must not be forked)."""
+        self._progress = Progress(logger, f"{self._split} rows normalized", interval_seconds=15)
+        if self._processes > 1:
+            self._pool = multiprocessing.get_context("spawn").Pool(self._processes)
+
+    def process(self, table: pa.Table) -> Iterator[pa.RecordBatch]:
+        """Yield the batches of one input table in order."""
+        slices = [table.slice(start, RECORD_BATCH_ROWS) for start in range(0, table.num_rows, RECORD_BATCH_ROWS)]
+        texts = [_text_columns(piece) for piece in slices]
+        normalized = self._pool.imap(normalize_columns, texts) if self._pool else map(normalize_columns, texts)
+        for piece, (review_tokens, summary_tokens) in zip(slices, normalized, strict=True):
+            yield _assemble(piece, review_tokens, summary_tokens)
+            self._progress.advance(piece.num_rows)
+
+    def teardown(self) -> None:
+        """Stop the pool."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
 
 
 # --- the transform graph --------------------------------------------------------------------------------
@@ -285,7 +324,12 @@ def _pipeline_options(runner: str, options: Sequence[str]) -> Any:
 
 
 def _run_beam(
-    shards: dict[str, list[Path]], staging: Path, settings: TransformSettings, runner: str, options: Sequence[str]
+    shards: dict[str, list[Path]],
+    staging: Path,
+    settings: TransformSettings,
+    runner: str,
+    options: Sequence[str],
+    normalizer_processes: int,
 ) -> None:
     """Build and run the Beam job; everything Beam and tf.Transform hold dies with this frame."""
     import tensorflow_transform as tft
@@ -302,7 +346,7 @@ def _run_beam(
                     | f"Read {split}" >> beam.io.ReadFromParquetBatched(
                         str(files[0].parent / "*.parquet"), columns=list(features.INGEST_COLUMNS_READ)
                     )
-                    | f"Normalize {split}" >> beam.FlatMap(_record_batches)
+                    | f"Normalize {split}" >> beam.ParDo(NormalizeToRawBatches(split, normalizer_processes))
                 )  # fmt: skip
             transform_fn = (raw[schema.TRAIN], adapter_config) | "Analyze train" >> tft_beam.AnalyzeDataset(
                 make_preprocessing_fn(settings)
@@ -366,6 +410,7 @@ def preprocess(
     settings: TransformSettings | None = None,
     beam_runner: str = "DirectRunner",
     beam_options: Sequence[str] | str = (),
+    normalizer_processes: int | None = None,
 ) -> dict[str, Any]:
     """Run the preprocess step and return its report (also written as JSON to ``report_path``).
 
@@ -378,6 +423,8 @@ def preprocess(
         settings: vocabulary and sequence settings.
         beam_runner: any Beam runner (``DirectRunner`` here; ``DataflowRunner``, ``FlinkRunner``, ...).
         beam_options: further Beam flags, a list or one shell-quoted string (e.g. ``"--project=p --region=r"``).
+        normalizer_processes: processes normalizing text ahead of the runner; default: one per core on the
+            DirectRunner, inline elsewhere (distributed runners already run a worker per core).
 
     Raises:
         PreprocessError: missing input shards or settings out of range.
@@ -391,6 +438,8 @@ def preprocess(
     except ValueError as error:
         raise PreprocessError(str(error)) from None
     options = shlex.split(beam_options) if isinstance(beam_options, str) else list(beam_options)
+    if normalizer_processes is None:
+        normalizer_processes = (os.cpu_count() or 1) if beam_runner == "DirectRunner" else 0
     shards = _shards(Path(examples_dir))
     rows_in = {split: sum(_parquet_rows(f) for f in files) for split, files in shards.items()}
     logger.info("preprocess: %s rows (%s) with %s", f"{sum(rows_in.values()):,}", rows_in, settings)
@@ -398,7 +447,7 @@ def preprocess(
     if markdown_path is not None:
         targets.append(Path(markdown_path))
     with staging_directory(targets[0]) as staging:
-        _run_beam(shards, staging, settings, beam_runner, options)
+        _run_beam(shards, staging, settings, beam_runner, options, normalizer_processes)
         output = tft.TFTransformOutput(str(staging / "transform_graph"))
         sizes = {name: output.vocabulary_size_by_name(name) for name in features.VOCABULARIES}
         statistics = {

@@ -38,8 +38,8 @@ def preprocess(
         beam_options: further Beam flags as one shell-quoted string.
     """
     from musicrec.artifacts import attach_metadata
-    from musicrec.features import TransformSettings
     from musicrec.progress import configure_logging
+    from musicrec.settings import TransformSettings
     from musicrec.transform import PreprocessError, artifact_metadata
     from musicrec.transform import preprocess as run_preprocess
 

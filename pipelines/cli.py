@@ -55,6 +55,13 @@ def _compile(args: argparse.Namespace) -> None:
     print(f"wrote {compile_pipeline(args.out, args.image)}")
 
 
+def _score(args: argparse.Namespace) -> None:
+    from musicrec.sentiment import score_texts
+
+    probability = score_texts(args.model, [args.text], [args.summary])[0]
+    print(f"{probability:.4f}\t{'positive' if probability >= 0.5 else 'negative'}")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -90,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--out", default=str(COMPILED_PIPELINE), help="YAML file (default: the committed one)")
     compile_.add_argument("--image", help="container image for every step, e.g. an ECR URI")
     compile_.set_defaults(handler=_compile)
+
+    score = commands.add_parser("score", help="sentiment of a raw review with an exported CNN")
+    score.add_argument("--model", required=True, help="the exported sentiment model directory (train_cnn 'model')")
+    score.add_argument("--summary", default="", help="the review's summary line, if any")
+    score.add_argument("text", help="the raw review text")
+    score.set_defaults(handler=_score)
     return parser
 
 
@@ -99,12 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     from musicrec.storage import StorageError
     from pipelines.local_run import RunError
 
+    missing_model = (OSError, ValueError)  # what tf.saved_model.load raises for a path without a SavedModel
+
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.handler(args)
     except (RunError, StorageError, GeneratorError) as error:
         print(f"musicrec {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except missing_model as error:
+        if args.command != "score":
+            raise
+        print(
+            f"musicrec score: error: cannot load a model from {args.model}: {error}".splitlines()[0],
+            file=sys.stderr,
+        )
         return 1
     return 0
 

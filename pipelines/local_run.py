@@ -86,8 +86,22 @@ def _preprocess_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
     return {key: report[key] for key in keys}, report["seconds"]
 
 
+def _sentiment_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
+    report = json.loads((task_dir / "report").read_text())
+    scores = ("accuracy", "balanced_accuracy", "auc")
+    summary = {split: {key: report[split][key] for key in scores} for split in (schema.EVAL, schema.TEST)}
+    summary["baselines"] = report["baselines"][schema.TEST]
+    summary["eval_baselines"] = report["baselines"][schema.EVAL]
+    summary["train_examples_per_second"] = report["train_examples_per_second"]
+    return summary, report["seconds"]
+
+
 # Each built step: its task directory name, the summary key it fills and how to read it.
-_STEP_SUMMARIES = {"ingest": ("ingest", _ingest_summary), "preprocess": ("preprocess", _preprocess_summary)}
+_STEP_SUMMARIES = {
+    "ingest": ("ingest", _ingest_summary),
+    "preprocess": ("preprocess", _preprocess_summary),
+    "train-cnn": ("sentiment", _sentiment_summary),
+}
 
 
 def build_summary(run_dir: Path) -> dict[str, Any]:
@@ -189,6 +203,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"preprocess vocabularies: review {sizes[features.REVIEW_VOCABULARY]:,}  "
             f"summary {sizes[features.SUMMARY_VOCABULARY]:,}  users {sizes[features.USER_VOCABULARY]:,}  "
             f"items {sizes[features.ITEM_VOCABULARY]:,}; test review OOV {oov:.2%}"
+        )
+    sentiment = summary.get("sentiment")
+    if sentiment:
+        test, base = sentiment[schema.TEST], sentiment["baselines"]
+        lines.append(
+            f"sentiment test: CNN accuracy {test['accuracy']:.3f} AUC {test['auc']:.3f} | bag-of-words "
+            f"{base['bow_linear']['accuracy']:.3f} / {base['bow_linear']['auc']:.3f} | majority "
+            f"{base['majority']['accuracy']:.3f}"
         )
     lines.append("seconds   " + "  ".join(f"{step} {s:.1f}" for step, s in summary["seconds"].items()))
     return "\n".join(lines)

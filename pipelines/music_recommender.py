@@ -1,12 +1,24 @@
 """The music recommender DAG: one typed KFP v2 pipeline, free of any runner or environment specifics."""
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.ingest import ingest
 from components.preprocess import preprocess
-from musicrec.features import TransformSettings
+from components.train_cnn import train_cnn
+from musicrec.settings import CnnSettings, TransformSettings
 
 PIPELINE_NAME = "music-recommender"
+# The EKS managed node group that carries the NVIDIA GPUs (manifests/), and its taint.
+GPU_NODE_GROUP = "gpu"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def on_gpu(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Request one NVIDIA GPU, tolerate the GPU taint and pin the task to the GPU node group."""
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
+    kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    kubernetes.add_node_selector(task, label_key="eks.amazonaws.com/nodegroup", label_value=GPU_NODE_GROUP)
+    return task
 
 
 @dsl.pipeline(
@@ -23,6 +35,14 @@ def music_recommender(
     max_summary_tokens: int = TransformSettings.max_summary_tokens,
     beam_runner: str = "DirectRunner",
     beam_options: str = "",
+    cnn_embedding_dim: int = CnnSettings.embedding_dim,
+    cnn_filters: int = CnnSettings.filters,
+    cnn_kernel_sizes: str = ",".join(map(str, CnnSettings.kernel_sizes)),
+    cnn_dropout: float = CnnSettings.dropout,
+    cnn_learning_rate: float = CnnSettings.learning_rate,
+    cnn_batch_size: int = CnnSettings.batch_size,
+    cnn_epochs: int = CnnSettings.epochs,
+    seed: int = CnnSettings.seed,
 ) -> None:
     """Train a review-aware music recommender from Amazon Review Data (2018) "Digital Music".
 
@@ -36,6 +56,14 @@ def music_recommender(
         max_summary_tokens: summary token sequences are truncated or padded to this length.
         beam_runner: Beam runner of the preprocess step (DirectRunner in the pod; DataflowRunner, FlinkRunner...).
         beam_options: further Beam flags for that runner, one shell-quoted string.
+        cnn_embedding_dim: token embedding width of the sentiment CNN.
+        cnn_filters: filters of each CNN convolution branch.
+        cnn_kernel_sizes: comma-separated kernel widths of the parallel review convolutions.
+        cnn_dropout: dropout rate before the CNN classifier.
+        cnn_learning_rate: Adam learning rate of the CNN.
+        cnn_batch_size: CNN examples a step.
+        cnn_epochs: the most CNN epochs (early stopping on eval AUC).
+        seed: seeds every model's weights, shuffling and dropout.
     """
     ingest_task = (
         ingest(reviews_uri=reviews_uri, metadata_uri=metadata_uri)
@@ -46,7 +74,7 @@ def music_recommender(
     )
     # The bytes behind a URI can change while the URI stays the same: never serve ingest from cache.
     ingest_task.set_caching_options(enable_caching=False)
-    (
+    preprocess_task = (
         preprocess(
             examples=ingest_task.outputs["examples"],
             review_vocabulary_size=review_vocabulary_size,
@@ -59,6 +87,24 @@ def music_recommender(
         )
         .set_display_name("Preprocess: NLTK + tf.Transform")
         .set_cpu_request("2")
+        .set_memory_request("8G")
+        .set_memory_limit("16G")
+    )
+    on_gpu(
+        train_cnn(
+            transformed_examples=preprocess_task.outputs["transformed_examples"],
+            transform_graph=preprocess_task.outputs["transform_graph"],
+            embedding_dim=cnn_embedding_dim,
+            filters=cnn_filters,
+            kernel_sizes=cnn_kernel_sizes,
+            dropout=cnn_dropout,
+            learning_rate=cnn_learning_rate,
+            batch_size=cnn_batch_size,
+            epochs=cnn_epochs,
+            seed=seed,
+        )
+        .set_display_name("Train sentiment CNN")
+        .set_cpu_request("4")
         .set_memory_request("8G")
         .set_memory_limit("16G")
     )

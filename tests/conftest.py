@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,18 @@ def gcs_env(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "musicrec-test")
     return gcs_endpoint
+
+
+@pytest.fixture(scope="session")
+def small_preprocessed(small_dataset: GeneratedFiles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small data set through ingest and preprocess: what every training step reads."""
+    from musicrec.ingest import ingest
+    from musicrec.settings import TransformSettings
+    from musicrec.transform import preprocess
+
+    out = tmp_path_factory.mktemp("small_preprocessed")
+    ingest(str(small_dataset.reviews_path), str(small_dataset.metadata_path), out / "examples",
+           out / "quarantine.jsonl.gz", out / "report.json")  # fmt: skip
+    settings = TransformSettings(min_token_frequency=2, max_review_tokens=48, max_summary_tokens=8)
+    preprocess(out / "examples", out / "transformed", out / "graph", out / "preprocess.json", settings=settings)
+    return {"examples": out / "examples", "transformed": out / "transformed", "graph": out / "graph"}

@@ -28,7 +28,7 @@ def test_compiled_yaml_is_current(tmp_path):
 
 
 def test_compiled_pipeline_shape(tmp_path):
-    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
     assert spec["pipelineInfo"]["name"] == "music-recommender"
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert {"reviews_uri", "metadata_uri", "beam_runner", "beam_options", "review_vocabulary_size"} <= set(
@@ -55,9 +55,32 @@ def test_compiled_pipeline_shape(tmp_path):
     assert "pip install" not in " ".join(container["command"]), "the image carries kfp; no install at run time"
 
 
+TRAINING_TASKS = {"train-cnn"}
+
+
+def test_gpu_requests_toleration_and_node_selector_on_exactly_the_training_tasks(tmp_path):
+    documents = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
+    spec, platform = documents[0], documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = spec["root"]["dag"]["tasks"]
+    executor_of = {name: task["componentRef"]["name"].replace("comp-", "exec-") for name, task in tasks.items()}
+    for name, executor in executor_of.items():
+        resources = spec["deploymentSpec"]["executors"][executor]["container"].get("resources", {})
+        on_gpu = name in TRAINING_TASKS
+        assert ("accelerator" in resources) == on_gpu, name
+        assert (executor in platform) == on_gpu, name
+        if on_gpu:
+            assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+            assert resources["accelerator"]["resourceCount"] == "1"
+            assert platform[executor]["tolerations"] == [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ]
+            assert platform[executor]["nodeSelector"] == {"labels": {"eks.amazonaws.com/nodegroup": "gpu"}}
+    assert TRAINING_TASKS <= set(tasks)
+
+
 def test_compile_can_point_every_step_at_another_image(tmp_path):
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/musicrec:0.1.0"
-    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml", image=image).read_text())
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", image=image).read_text()))
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {image}
 
@@ -113,7 +136,12 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     assert preprocess["vocabulary_sizes"]["users"] == ingest["splits"]["train"]["users"]
     transformed = next((out / "pipeline_root").glob("music-recommender-*/preprocess/transformed_examples"))
     assert all(list((transformed / split).glob("*.tfrecord.gz")) for split in ("train", "eval", "test"))
-    for step_not_built in ("sentiment", "rating", "ranking", "blessed", "pushed_model"):
+    sentiment = summary["sentiment"]
+    assert set(sentiment["test"]) == {"accuracy", "balanced_accuracy", "auc"}
+    assert set(sentiment["baselines"]) == {"majority", "bow_linear"}
+    assert "sentiment test: CNN accuracy" in result.stdout
+    assert next((out / "pipeline_root").glob("music-recommender-*/train-cnn/model/saved_model.pb"))
+    for step_not_built in ("autoencoder", "rating", "ranking", "blessed", "pushed_model"):
         assert step_not_built not in summary
 
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from musicrec import features, schema
-from musicrec.features import TransformSettings
 from musicrec.ingest import ingest
+from musicrec.settings import TransformSettings
 from musicrec.transform import PreprocessError, preprocess, transform_rows
 
 UNSEEN_TOKEN = "zyzzyvaquux"

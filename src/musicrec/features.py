@@ -6,8 +6,6 @@ Raw features are what the tf.Transform graph takes (ingest columns, with text al
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 from musicrec import schema
 
 # --- raw features (inputs of the transform graph) -----------------------------------------------------
@@ -50,28 +48,3 @@ FORMAT_VOCABULARY = "formats"
 VOCABULARIES = (REVIEW_VOCABULARY, SUMMARY_VOCABULARY, USER_VOCABULARY, ITEM_VOCABULARY, FORMAT_VOCABULARY)
 
 PADDING_ID = 0
-
-
-@dataclass(frozen=True)
-class TransformSettings:
-    """Vocabulary and sequence settings of the transform graph (pipeline parameters).
-
-    Args:
-        review_vocabulary_size: at most this many review tokens, the most frequent in train.
-        summary_vocabulary_size: the same for summaries.
-        min_token_frequency: a token seen fewer times in train is out of vocabulary.
-        max_review_tokens: review sequences are truncated or zero-padded to this length.
-        max_summary_tokens: the same for summaries.
-    """
-
-    review_vocabulary_size: int = 20_000
-    summary_vocabulary_size: int = 5_000
-    min_token_frequency: int = 3
-    max_review_tokens: int = 200
-    max_summary_tokens: int = 20
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting out of range."""
-        for name, value in asdict(self).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from musicrec import features, schema
 from musicrec.artifacts import directory_sha256, publish, staging_directory
-from musicrec.features import TransformSettings
 from musicrec.progress import Progress
+from musicrec.settings import TransformSettings
 from musicrec.text import normalize_columns
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,249 @@
+"""train_cnn: a text CNN for review sentiment, beside the majority-class and bag-of-words linear baselines.
+
+The model reads the transformed review and summary token ids; the exported SavedModel carries the
+tf.Transform graph, so it serves normalized text (:func:`musicrec.text.normalize_to_string`, which
+:func:`score_texts` applies) without any other preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from musicrec import features, metrics, schema
+from musicrec.artifacts import publish, staging_directory
+from musicrec.settings import CnnSettings
+from musicrec.text import normalize_to_string
+from musicrec.training import (
+    ThroughputLogger,
+    balanced_class_weights,
+    distribution_strategy,
+    labels_of,
+    make_dataset,
+    seed_everything,
+    split_files,
+    transformed_feature_spec,
+    vocabulary_size,
+)
+
+logger = logging.getLogger(__name__)
+
+TEXT_INPUTS = (features.REVIEW_IDS, features.SUMMARY_IDS)
+REVIEW_CODE_LAYER = "review_code"  # the pooled review representation the autoencoder compresses
+SERVING_OUTPUT = "positive_probability"
+
+
+def build_cnn(review_vocabulary: int, summary_vocabulary: int, settings: CnnSettings) -> keras.Model:
+    """The sentiment CNN: parallel Conv1D branches over review tokens and one over the summary.
+
+    Each branch is max-over-time pooled; dropout and a small dense layer lead to a sigmoid output (float32
+    even under mixed precision).
+    """
+    review = keras.Input(shape=(None,), dtype="int64", name=features.REVIEW_IDS)
+    summary = keras.Input(shape=(None,), dtype="int64", name=features.SUMMARY_IDS)
+    # ids: 0 padding, 1..V vocabulary, V+1 out of vocabulary.
+    review_embedded = layers.Embedding(review_vocabulary + 2, settings.embedding_dim, name="review_embedding")(
+        review
+    )
+    branches = [
+        layers.GlobalMaxPooling1D(name=f"review_pool_{k}")(
+            layers.Conv1D(settings.filters, k, padding="same", activation="relu", name=f"review_conv_{k}")(
+                review_embedded
+            )
+        )
+        for k in settings.kernel_sizes
+    ]
+    review_code = layers.Concatenate(name=REVIEW_CODE_LAYER)(branches) if len(branches) > 1 else branches[0]
+    summary_embedded = layers.Embedding(summary_vocabulary + 2, settings.embedding_dim, name="summary_embedding")(
+        summary
+    )
+    summary_code = layers.GlobalMaxPooling1D(name="summary_pool")(
+        layers.Conv1D(settings.filters, 2, padding="same", activation="relu", name="summary_conv")(
+            summary_embedded
+        )
+    )
+    hidden = layers.Dropout(settings.dropout, name="dropout")(layers.Concatenate()([review_code, summary_code]))
+    hidden = layers.Dense(32, activation="relu", name="hidden")(hidden)
+    output = layers.Dense(1, activation="sigmoid", dtype="float32", name="positive")(hidden)
+    return keras.Model({features.REVIEW_IDS: review, features.SUMMARY_IDS: summary}, output, name="sentiment_cnn")
+
+
+def build_bag_of_words(review_vocabulary: int, summary_vocabulary: int) -> keras.Model:
+    """The linear baseline: logistic regression on token counts of review and summary (same tokens as the CNN)."""
+    review = keras.Input(shape=(None,), dtype="int64", name=features.REVIEW_IDS)
+    summary = keras.Input(shape=(None,), dtype="int64", name=features.SUMMARY_IDS)
+    counts = layers.Concatenate()(
+        [
+            layers.CategoryEncoding(review_vocabulary + 2, output_mode="count")(review),
+            layers.CategoryEncoding(summary_vocabulary + 2, output_mode="count")(summary),
+        ]
+    )
+    output = layers.Dense(1, activation="sigmoid", dtype="float32", name="positive")(counts)
+    return keras.Model({features.REVIEW_IDS: review, features.SUMMARY_IDS: summary}, output, name="bag_of_words")
+
+
+def classification_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Accuracy, balanced accuracy and ROC AUC of probabilities against 0/1 labels."""
+    predicted = (probabilities >= threshold).astype(int)
+    return {
+        "accuracy": round(metrics.accuracy(labels, predicted), 4),
+        "balanced_accuracy": round(metrics.balanced_accuracy(labels, predicted), 4),
+        "auc": round(metrics.roc_auc(labels, probabilities), 4),
+    }
+
+
+class _SentimentServer(tf.Module):
+    """Normalized review and summary text in, positive probability out: transform graph plus CNN."""
+
+    def __init__(self, model: keras.Model, transform_graph_dir: str) -> None:
+        super().__init__()
+        import tensorflow_transform as tft
+
+        self.model = model
+        self.transform = tft.TFTransformOutput(transform_graph_dir).transform_features_layer()
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=features.REVIEW_TOKENS),
+            tf.TensorSpec([None], tf.string, name=features.SUMMARY_TOKENS),
+        ]
+    )
+    def serve(self, review_tokens: tf.Tensor, summary_tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = self.transform(
+            {features.REVIEW_TOKENS: review_tokens, features.SUMMARY_TOKENS: summary_tokens}
+        )
+        probability = self.model({name: transformed[name] for name in TEXT_INPUTS}, training=False)
+        return {SERVING_OUTPUT: tf.reshape(tf.cast(probability, tf.float32), [-1])}
+
+
+def export_serving_model(model: keras.Model, transform_graph_dir: str | Path, out_dir: Path) -> None:
+    """Write a SavedModel whose ``serving_default`` takes normalized text and applies the transform graph."""
+    server = _SentimentServer(model, str(transform_graph_dir))
+    tf.saved_model.save(server, str(out_dir), signatures={"serving_default": server.serve.get_concrete_function()})
+
+
+def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] | None = None) -> np.ndarray:
+    """Positive-sentiment probabilities of raw review texts (and summaries) with an exported model."""
+    loaded = tf.saved_model.load(str(model_dir))
+    summaries = summaries if summaries is not None else [""] * len(reviews)
+    result = loaded.signatures["serving_default"](
+        review_tokens=tf.constant([normalize_to_string(t) for t in reviews]),
+        summary_tokens=tf.constant([normalize_to_string(t) for t in summaries]),
+    )
+    return result[SERVING_OUTPUT].numpy()
+
+
+def _predict(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
+    return model.predict(dataset, verbose=0).reshape(-1)
+
+
+def _fit(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    eval_: tf.data.Dataset,
+    settings: CnnSettings,
+    class_weight: dict[int, float],
+    epochs: int,
+) -> tuple[keras.callbacks.History, ThroughputLogger]:
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    throughput = ThroughputLogger(settings.batch_size)
+    stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=1, restore_best_weights=True)
+    history = model.fit(
+        train, validation_data=eval_, epochs=epochs, class_weight=class_weight, callbacks=[stop, throughput],
+        verbose=0,
+    )  # fmt: skip
+    return history, throughput
+
+
+def train_sentiment(
+    transformed_dir: str | Path,
+    transform_graph_dir: str | Path,
+    model_dir: str | Path,
+    report_path: str | Path,
+    settings: CnnSettings | None = None,
+) -> dict[str, Any]:
+    """Train the CNN and both baselines; export the CNN; return (and write) the report.
+
+    Args:
+        transformed_dir: preprocess output (train/, eval/, test/ TFRecords).
+        transform_graph_dir: the tf.Transform output.
+        model_dir: receives the serving SavedModel.
+        report_path: JSON with eval and test metrics of the CNN and the baselines, curves, ROC, confusion matrix.
+        settings: hyperparameters.
+
+    Raises:
+        TrainingError: missing inputs or a train split with one class.
+    """
+    settings = settings or CnnSettings()
+    started = time.monotonic()
+    seed_everything(settings.seed)
+    spec = transformed_feature_spec(transform_graph_dir)
+    files = {split: split_files(transformed_dir, split) for split in schema.SPLITS}
+    sizes = [
+        vocabulary_size(transform_graph_dir, name)
+        for name in (features.REVIEW_VOCABULARY, features.SUMMARY_VOCABULARY)
+    ]
+    labels = {split: labels_of(files[split], spec, features.SENTIMENT_LABEL) for split in schema.SPLITS}
+    class_weight = balanced_class_weights(labels[schema.TRAIN])
+
+    def data(split: str, shuffle: bool = False) -> tf.data.Dataset:
+        seed = settings.seed if shuffle else None
+        return make_dataset(files[split], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, seed)
+
+    strategy = distribution_strategy()
+    with strategy.scope():
+        cnn = build_cnn(*sizes, settings)
+        bag = build_bag_of_words(*sizes)
+    logger.info("train_cnn: %s train rows on %s, class weights %s", f"{len(labels[schema.TRAIN]):,}",
+                type(strategy).__name__, class_weight)  # fmt: skip
+    history, throughput = _fit(cnn, data(schema.TRAIN, True), data(schema.EVAL), settings, class_weight,
+                               settings.epochs)  # fmt: skip
+    logger.info("bag-of-words baseline")
+    _fit(bag, data(schema.TRAIN, True), data(schema.EVAL), settings, class_weight, settings.epochs)
+
+    majority = int(np.bincount(labels[schema.TRAIN].astype(int)).argmax())
+    report: dict[str, Any] = {"settings": {**asdict(settings), "kernel_sizes": list(settings.kernel_sizes)}}
+    for split in (schema.EVAL, schema.TEST):
+        truth = labels[split]
+        cnn_probabilities = _predict(cnn, data(split))
+        bag_probabilities = _predict(bag, data(split))
+        report[split] = classification_metrics(truth, cnn_probabilities)
+        report[split]["confusion_matrix"] = metrics.confusion_matrix(truth, cnn_probabilities >= 0.5)
+        fpr, tpr, thresholds = metrics.roc_curve(truth, cnn_probabilities)
+        report[split]["roc"] = {"fpr": fpr.round(4).tolist(), "tpr": tpr.round(4).tolist(),
+                                "thresholds": thresholds.round(4).tolist()}  # fmt: skip
+        report.setdefault("baselines", {})[split] = {
+            "majority": {"accuracy": round(metrics.accuracy(truth, np.full(len(truth), majority)), 4),
+                         "balanced_accuracy": 0.5, "auc": 0.5},
+            "bow_linear": classification_metrics(truth, bag_probabilities),
+        }  # fmt: skip
+    report["history"] = {k: [round(float(v), 5) for v in values] for k, values in history.history.items()}
+    report["train_examples_per_second"] = round(float(np.mean(throughput.rates)), 1) if throughput.rates else 0.0
+    report["class_weight"] = {str(label): weight for label, weight in class_weight.items()}
+    report["seconds"] = round(time.monotonic() - started, 3)
+
+    target = Path(model_dir)
+    with staging_directory(target) as staging:
+        export_serving_model(cnn, transform_graph_dir, staging / "model")
+        cnn.save(staging / "model" / "keras_model.keras")
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        publish(staging / "model", target)
+        publish(staging / "report.json", Path(report_path))
+    logger.info("train_cnn: eval %s, test %s, baselines %s", report[schema.EVAL], report[schema.TEST],
+                report["baselines"][schema.TEST])  # fmt: skip
+    return report

@@ -1,0 +1,58 @@
+"""Hyperparameters of the steps, as frozen dataclasses: the defaults of the pipeline parameters live here.
+
+Light on purpose (no TensorFlow import), so the pipeline module can read defaults at compile time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """Vocabulary and sequence settings of the transform graph (pipeline parameters).
+
+    Args:
+        review_vocabulary_size: at most this many review tokens, the most frequent in train.
+        summary_vocabulary_size: the same for summaries.
+        min_token_frequency: a token seen fewer times in train is out of vocabulary.
+        max_review_tokens: review sequences are truncated or zero-padded to this length.
+        max_summary_tokens: the same for summaries.
+    """
+
+    review_vocabulary_size: int = 20_000
+    summary_vocabulary_size: int = 5_000
+    min_token_frequency: int = 3
+    max_review_tokens: int = 100  # p99 of normalized review length is 58 on the generated full-scale data
+    max_summary_tokens: int = 20
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting out of range."""
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CnnSettings:
+    """Hyperparameters of the sentiment CNN (pipeline parameters).
+
+    Args:
+        embedding_dim: token embedding width.
+        filters: filters of each convolution branch.
+        kernel_sizes: widths of the parallel review convolutions (comma-separated in the pipeline).
+        dropout: dropout before the classifier.
+        learning_rate: Adam learning rate.
+        batch_size: examples a step.
+        epochs: the most epochs; early stopping on eval AUC may stop sooner.
+        seed: seeds weights, shuffling and dropout.
+    """
+
+    embedding_dim: int = 32
+    filters: int = 32
+    kernel_sizes: tuple[int, ...] = (2, 3, 4)
+    dropout: float = 0.4
+    learning_rate: float = 2e-3
+    batch_size: int = 256
+    epochs: int = 3
+    seed: int = 42

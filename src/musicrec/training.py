@@ -1,0 +1,138 @@
+"""What every training step shares: streaming tf.data input, devices and precision, seeds, class weights.
+
+Import this module (or :mod:`keras`) before anything imports ``tensorflow_transform``: that import sets
+``TF_USE_LEGACY_KERAS=1``, and ``import keras`` must resolve to Keras 3 first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+SHUFFLE_BUFFER = 50_000  # rows held for shuffling: bounded memory whatever the corpus size
+
+
+class TrainingError(RuntimeError):
+    """A training step cannot run on its input; the one-line message names what is wrong."""
+
+
+def transformed_feature_spec(transform_graph_dir: str | Path) -> dict[str, Any]:
+    """The parsing spec of transformed examples, read from the tf.Transform output."""
+    import tensorflow_transform as tft
+
+    return tft.TFTransformOutput(str(transform_graph_dir)).transformed_feature_spec()
+
+
+def vocabulary_size(transform_graph_dir: str | Path, name: str) -> int:
+    """Entries in one vocabulary of the transform graph (ids run 1..size; size+1 is out of vocabulary)."""
+    import tensorflow_transform as tft
+
+    return tft.TFTransformOutput(str(transform_graph_dir)).vocabulary_size_by_name(name)
+
+
+def split_files(transformed_dir: str | Path, split: str) -> list[str]:
+    """The TFRecord shards of one split; :class:`TrainingError` when there are none."""
+    files = sorted(str(p) for p in (Path(transformed_dir) / split).glob("*.tfrecord.gz"))
+    if not files:
+        raise TrainingError(f"no transformed examples for split {split!r} under {transformed_dir}")
+    return files
+
+
+def make_dataset(
+    files: list[str],
+    spec: dict[str, Any],
+    inputs: tuple[str, ...],
+    label: str,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """Stream ``(inputs dict, label)`` batches from gzipped TFRecords; nothing is loaded whole in memory.
+
+    Args:
+        files: TFRecord shards.
+        spec: the transformed feature spec.
+        inputs: feature names the model reads.
+        label: the label feature.
+        batch_size: rows a batch.
+        shuffle_seed: shuffle (bounded buffer) with this seed; ``None`` keeps file order (evaluation).
+    """
+    wanted = {name: spec[name] for name in (*inputs, label)}
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=1)
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(
+        lambda records: tf.io.parse_example(records, wanted), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )  # fmt: skip
+    return dataset.map(lambda row: ({name: row[name] for name in inputs}, row[label])).prefetch(tf.data.AUTOTUNE)
+
+
+def labels_of(files: list[str], spec: dict[str, Any], label: str) -> np.ndarray:
+    """Every value of one label feature of a split, in file order (small: one number a row)."""
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65_536)
+    parsed = dataset.map(lambda records: tf.io.parse_example(records, {label: spec[label]})[label])
+    return np.concatenate([batch.numpy() for batch in parsed]) if files else np.empty(0)
+
+
+def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Weights that make both classes count equally in the loss (``n / (2 * n_class)``)."""
+    counts = np.bincount(labels.astype(int), minlength=2)
+    if (counts == 0).any():
+        raise TrainingError(f"the train split has only one sentiment class (counts {counts.tolist()})")
+    return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """All visible GPUs (mirrored) when there are several, the one GPU when there is one, else the CPU.
+
+    Mixed precision is switched on with a GPU, where float16 matmuls are fast; on the CPU it would slow down.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    if gpus:
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    return tf.distribute.get_strategy()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and ask TensorFlow for deterministic kernels."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class ThroughputLogger(keras.callbacks.Callback):
+    """Logs examples/s for each epoch: long training shows progress, and the benchmark reads the rate."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self._batch_size = batch_size
+        self._started = 0.0
+        self._batches = 0
+        self.rates: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Start the clock."""
+        self._started, self._batches = time.monotonic(), 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Count a batch."""
+        self._batches += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Log the epoch's rate and metrics."""
+        seconds = time.monotonic() - self._started
+        rate = self._batches * self._batch_size / max(seconds, 1e-9)
+        self.rates.append(rate)
+        shown = {k: round(float(v), 4) for k, v in (logs or {}).items()}
+        logger.info("epoch %d: %.0f examples/s, %.0fs, %s", epoch + 1, rate, seconds, shown)

@@ -1,0 +1,101 @@
+"""train_cnn: model shapes, the serving signature on raw text, baselines, determinism with a seed."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from musicrec import features, schema
+from musicrec.sentiment import REVIEW_CODE_LAYER, build_cnn, score_texts, train_sentiment
+from musicrec.settings import CnnSettings
+from musicrec.training import TrainingError, make_dataset, split_files, transformed_feature_spec
+
+SETTINGS = CnnSettings(embedding_dim=16, filters=16, batch_size=128, epochs=2, seed=7)
+
+
+@pytest.fixture(scope="module")
+def trained(small_preprocessed, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cnn")
+    report = train_sentiment(small_preprocessed["transformed"], small_preprocessed["graph"], out / "model",
+                             out / "report.json", SETTINGS)  # fmt: skip
+    return out, report
+
+
+def test_model_shapes_take_any_sequence_length():
+    model = build_cnn(100, 50, CnnSettings(filters=8, kernel_sizes=(2, 3)))
+    for length in (5, 40):
+        batch = {
+            features.REVIEW_IDS: np.ones((3, length), np.int64),
+            features.SUMMARY_IDS: np.ones((3, 4), np.int64),
+        }
+        assert model(batch).shape == (3, 1)
+    assert model.get_layer(REVIEW_CODE_LAYER).output.shape == (None, 16)
+
+
+def test_report_has_eval_test_and_both_baselines(trained):
+    out, report = trained
+    assert json.loads((out / "report.json").read_text()) == report
+    for split in ("eval", "test"):
+        assert set(report[split]) >= {"accuracy", "balanced_accuracy", "auc", "confusion_matrix", "roc"}
+        assert set(report["baselines"][split]) == {"majority", "bow_linear"}
+        assert sum(map(sum, report[split]["confusion_matrix"])) > 0
+    assert report["baselines"]["test"]["majority"]["balanced_accuracy"] == 0.5
+    assert len(report["history"]["val_auc"]) <= SETTINGS.epochs
+
+
+def test_cnn_beats_the_majority_class(trained):
+    _, report = trained
+    assert report["test"]["balanced_accuracy"] > 0.7
+    assert report["test"]["auc"] > 0.8
+
+
+def test_serving_signature_scores_raw_text(trained):
+    out, _ = trained
+    good, bad = score_texts(
+        out / "model",
+        [
+            "I love this album. The vocals are stunning, highly recommended!",
+            "Not good. Boring and awful, i hate it.",
+        ],
+        ["Five Stars", "One Star"],
+    )
+    assert 0.0 <= bad < 0.5 < good <= 1.0
+
+
+def test_exported_model_matches_the_trained_keras_model(trained, small_preprocessed):
+    """Raw test text through the SavedModel (transform graph inside) equals the Keras model on Beam's features."""
+    import pyarrow.parquet as pq
+
+    out, _ = trained
+    rows = pq.read_table(small_preprocessed["examples"] / schema.TEST).to_pylist()[:64]
+    served = score_texts(out / "model", [r[schema.REVIEW_TEXT] for r in rows], [r[schema.SUMMARY] for r in rows])
+    model = keras.models.load_model(out / "model" / "keras_model.keras")
+    from musicrec.transform import transform_rows
+
+    transformed = transform_rows(small_preprocessed["graph"], rows)
+    direct = model.predict({name: transformed[name] for name in (features.REVIEW_IDS, features.SUMMARY_IDS)},
+                           verbose=0).reshape(-1)  # fmt: skip
+    np.testing.assert_allclose(served, direct, atol=1e-5)
+
+
+def test_training_is_deterministic_with_a_seed(trained, small_preprocessed, tmp_path):
+    _, first = trained
+    second = train_sentiment(small_preprocessed["transformed"], small_preprocessed["graph"], tmp_path / "model",
+                             tmp_path / "report.json", SETTINGS)  # fmt: skip
+    assert second["test"] == first["test"] and second["history"] == first["history"]
+
+
+def test_missing_split_is_a_training_error(tmp_path):
+    with pytest.raises(TrainingError, match="no transformed examples for split 'train'"):
+        split_files(tmp_path, "train")
+
+
+def test_dataset_streams_batches_of_the_requested_features(small_preprocessed):
+    spec = transformed_feature_spec(small_preprocessed["graph"])
+    files = split_files(small_preprocessed["transformed"], "eval")
+    inputs, label = next(iter(make_dataset(files, spec, (features.REVIEW_IDS,), features.SENTIMENT_LABEL, 32)))
+    assert set(inputs) == {features.REVIEW_IDS} and inputs[features.REVIEW_IDS].shape == (32, 48)
+    assert label.shape == (32,)

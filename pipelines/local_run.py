@@ -96,11 +96,20 @@ def _sentiment_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
     return summary, report["seconds"]
 
 
+def _autoencoder_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
+    report = json.loads((task_dir / "report").read_text())
+    summary = {split: report[split] for split in (schema.EVAL, schema.TEST)}
+    summary["baselines"] = report["baselines"][schema.TEST]
+    summary["eval_baselines"] = report["baselines"][schema.EVAL]
+    return summary, report["seconds"]
+
+
 # Each built step: its task directory name, the summary key it fills and how to read it.
 _STEP_SUMMARIES = {
     "ingest": ("ingest", _ingest_summary),
     "preprocess": ("preprocess", _preprocess_summary),
     "train-cnn": ("sentiment", _sentiment_summary),
+    "train-autoencoder": ("autoencoder", _autoencoder_summary),
 }
 
 
@@ -211,6 +220,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"sentiment test: CNN accuracy {test['accuracy']:.3f} AUC {test['auc']:.3f} | bag-of-words "
             f"{base['bow_linear']['accuracy']:.3f} / {base['bow_linear']['auc']:.3f} | majority "
             f"{base['majority']['accuracy']:.3f}"
+        )
+    autoencoder = summary.get("autoencoder")
+    if autoencoder:
+        lines.append(
+            f"autoencoder test reconstruction MSE {autoencoder[schema.TEST]['reconstruction_mse']:.4f} | PCA "
+            f"{autoencoder['baselines']['pca']['reconstruction_mse']:.4f}"
         )
     lines.append("seconds   " + "  ".join(f"{step} {s:.1f}" for step, s in summary["seconds"].items()))
     return "\n".join(lines)

@@ -4,8 +4,9 @@ from kfp import dsl, kubernetes
 
 from components.ingest import ingest
 from components.preprocess import preprocess
+from components.train_autoencoder import train_autoencoder
 from components.train_cnn import train_cnn
-from musicrec.settings import CnnSettings, TransformSettings
+from musicrec.settings import AutoencoderSettings, CnnSettings, TransformSettings
 
 PIPELINE_NAME = "music-recommender"
 # The EKS managed node group that carries the NVIDIA GPUs (manifests/), and its taint.
@@ -42,6 +43,12 @@ def music_recommender(
     cnn_learning_rate: float = CnnSettings.learning_rate,
     cnn_batch_size: int = CnnSettings.batch_size,
     cnn_epochs: int = CnnSettings.epochs,
+    ae_bottleneck: int = AutoencoderSettings.bottleneck,
+    ae_hidden_units: str = ",".join(map(str, AutoencoderSettings.hidden_units)),
+    ae_learning_rate: float = AutoencoderSettings.learning_rate,
+    ae_momentum: float = AutoencoderSettings.momentum,
+    ae_batch_size: int = AutoencoderSettings.batch_size,
+    ae_epochs: int = AutoencoderSettings.epochs,
     seed: int = CnnSettings.seed,
 ) -> None:
     """Train a review-aware music recommender from Amazon Review Data (2018) "Digital Music".
@@ -63,6 +70,12 @@ def music_recommender(
         cnn_learning_rate: Adam learning rate of the CNN.
         cnn_batch_size: CNN examples a step.
         cnn_epochs: the most CNN epochs (early stopping on eval AUC).
+        ae_bottleneck: autoencoder code size (and the PCA baseline's dimension).
+        ae_hidden_units: comma-separated autoencoder encoder widths, mirrored by the decoder.
+        ae_learning_rate: autoencoder SGD learning rate.
+        ae_momentum: autoencoder SGD momentum.
+        ae_batch_size: autoencoder examples a step.
+        ae_epochs: the most autoencoder epochs (early stopping on eval reconstruction error).
         seed: seeds every model's weights, shuffling and dropout.
     """
     ingest_task = (
@@ -90,7 +103,7 @@ def music_recommender(
         .set_memory_request("8G")
         .set_memory_limit("16G")
     )
-    on_gpu(
+    cnn_task = on_gpu(
         train_cnn(
             transformed_examples=preprocess_task.outputs["transformed_examples"],
             transform_graph=preprocess_task.outputs["transform_graph"],
@@ -104,6 +117,24 @@ def music_recommender(
             seed=seed,
         )
         .set_display_name("Train sentiment CNN")
+        .set_cpu_request("4")
+        .set_memory_request("8G")
+        .set_memory_limit("16G")
+    )
+    on_gpu(
+        train_autoencoder(
+            transformed_examples=preprocess_task.outputs["transformed_examples"],
+            transform_graph=preprocess_task.outputs["transform_graph"],
+            cnn_model=cnn_task.outputs["model"],
+            bottleneck=ae_bottleneck,
+            hidden_units=ae_hidden_units,
+            learning_rate=ae_learning_rate,
+            momentum=ae_momentum,
+            batch_size=ae_batch_size,
+            epochs=ae_epochs,
+            seed=seed,
+        )
+        .set_display_name("Train stacked autoencoder")
         .set_cpu_request("4")
         .set_memory_request("8G")
         .set_memory_limit("16G")

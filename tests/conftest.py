@@ -84,3 +84,16 @@ def small_preprocessed(small_dataset: GeneratedFiles, tmp_path_factory: pytest.T
     settings = TransformSettings(min_token_frequency=2, max_review_tokens=48, max_summary_tokens=8)
     preprocess(out / "examples", out / "transformed", out / "graph", out / "preprocess.json", settings=settings)
     return {"examples": out / "examples", "transformed": out / "transformed", "graph": out / "graph"}
+
+
+@pytest.fixture(scope="session")
+def small_cnn(small_preprocessed: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The sentiment CNN trained on the small data set: its output directory and report."""
+    from helpers import small_cnn_settings
+
+    from musicrec.sentiment import train_sentiment
+
+    out = tmp_path_factory.mktemp("cnn")
+    report = train_sentiment(small_preprocessed["transformed"], small_preprocessed["graph"], out / "model",
+                             out / "report.json", small_cnn_settings())  # fmt: skip
+    return out, report

@@ -17,3 +17,10 @@ def read_lines(path: Path) -> list[bytes]:
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a gzipped JSON-lines file."""
     return [json.loads(line) for line in read_lines(path)]
+
+
+def small_cnn_settings():  # noqa: ANN201 - a CnnSettings
+    """CNN settings small enough for tests on the small data set."""
+    from musicrec.settings import CnnSettings
+
+    return CnnSettings(embedding_dim=16, filters=16, batch_size=128, epochs=2, seed=7)

@@ -55,7 +55,7 @@ def test_compiled_pipeline_shape(tmp_path):
     assert "pip install" not in " ".join(container["command"]), "the image carries kfp; no install at run time"
 
 
-TRAINING_TASKS = {"train-cnn"}
+TRAINING_TASKS = {"train-cnn", "train-autoencoder"}
 
 
 def test_gpu_requests_toleration_and_node_selector_on_exactly_the_training_tasks(tmp_path):
@@ -141,7 +141,9 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     assert set(sentiment["baselines"]) == {"majority", "bow_linear"}
     assert "sentiment test: CNN accuracy" in result.stdout
     assert next((out / "pipeline_root").glob("music-recommender-*/train-cnn/model/saved_model.pb"))
-    for step_not_built in ("autoencoder", "rating", "ranking", "blessed", "pushed_model"):
+    assert set(summary["autoencoder"]["test"]) == {"reconstruction_mse"}
+    assert set(summary["autoencoder"]["baselines"]) == {"pca"}
+    for step_not_built in ("rating", "ranking", "blessed", "pushed_model"):
         assert step_not_built not in summary
 
 

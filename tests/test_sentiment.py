@@ -7,21 +7,19 @@ import json
 import keras
 import numpy as np
 import pytest
+from helpers import small_cnn_settings
 
 from musicrec import features, schema
 from musicrec.sentiment import REVIEW_CODE_LAYER, build_cnn, score_texts, train_sentiment
 from musicrec.settings import CnnSettings
 from musicrec.training import TrainingError, make_dataset, split_files, transformed_feature_spec
 
-SETTINGS = CnnSettings(embedding_dim=16, filters=16, batch_size=128, epochs=2, seed=7)
+SETTINGS = small_cnn_settings()
 
 
-@pytest.fixture(scope="module")
-def trained(small_preprocessed, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cnn")
-    report = train_sentiment(small_preprocessed["transformed"], small_preprocessed["graph"], out / "model",
-                             out / "report.json", SETTINGS)  # fmt: skip
-    return out, report
+@pytest.fixture
+def trained(small_cnn):
+    return small_cnn
 
 
 def test_model_shapes_take_any_sequence_length():

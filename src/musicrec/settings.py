@@ -56,3 +56,26 @@ class CnnSettings:
     batch_size: int = 256
     epochs: int = 3
     seed: int = 42
+
+
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """Hyperparameters of the stacked autoencoder (pipeline parameters).
+
+    Args:
+        bottleneck: size of the compressed code (and of the PCA baseline).
+        hidden_units: widths of the encoder's hidden layers; the decoder mirrors them.
+        learning_rate: SGD learning rate.
+        momentum: SGD momentum.
+        batch_size: examples a step.
+        epochs: the most epochs; early stopping on eval reconstruction error may stop sooner.
+        seed: seeds weights and shuffling.
+    """
+
+    bottleneck: int = 8
+    hidden_units: tuple[int, ...] = (64, 32)
+    learning_rate: float = 0.02
+    momentum: float = 0.9
+    batch_size: int = 256
+    epochs: int = 20
+    seed: int = 42

@@ -1,0 +1,180 @@
+"""train_autoencoder: a stacked autoencoder, trained with SGD, that compresses what is known about a review.
+
+Its input ("representation") is the sentiment CNN's review code (the pooled convolution features, frozen)
+next to the review's item metadata features; the bottleneck code is what the rating model aggregates over a
+user's and an item's history. The baseline is PCA with the same number of dimensions, fit on train.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from musicrec import features, schema
+from musicrec.artifacts import publish, staging_directory
+from musicrec.sentiment import REVIEW_CODE_LAYER, TEXT_INPUTS
+from musicrec.settings import AutoencoderSettings
+from musicrec.training import (
+    ThroughputLogger,
+    make_dataset,
+    seed_everything,
+    split_files,
+    transformed_feature_spec,
+)
+
+logger = logging.getLogger(__name__)
+
+METADATA_INPUTS = (
+    features.PRICE_Z, features.PRICE_MISSING, features.SALES_RANK_Z, features.SALES_RANK_MISSING,
+    features.HELPFUL_VOTES_Z, features.VERIFIED_FLAG,
+)  # fmt: skip
+ENCODER_FILE = "encoder.keras"
+NORMALIZATION_FILE = "normalization.json"
+_PROJECTION_POINTS = 5_000
+
+
+def representations(
+    cnn: keras.Model, files: list[str], spec: dict[str, Any], batch_size: int = 2_048
+) -> tuple[np.ndarray, np.ndarray]:
+    """The representation of every review in ``files`` (CNN review code + metadata) and its rating."""
+    code_model = keras.Model(cnn.inputs, cnn.get_layer(REVIEW_CODE_LAYER).output)
+    dataset = make_dataset(files, spec, (*TEXT_INPUTS, *METADATA_INPUTS), features.RATING_LABEL, batch_size)
+    rows, ratings = [], []
+    for inputs, rating in dataset:
+        codes = code_model({name: inputs[name] for name in TEXT_INPUTS}, training=False)
+        metadata = tf.stack([tf.cast(inputs[name], tf.float32) for name in METADATA_INPUTS], axis=1)
+        rows.append(np.concatenate([np.asarray(codes, np.float32), metadata.numpy()], axis=1))
+        ratings.append(rating.numpy())
+    return np.concatenate(rows), np.concatenate(ratings)
+
+
+def build_autoencoder(input_dim: int, settings: AutoencoderSettings) -> tuple[keras.Model, keras.Model]:
+    """A stacked autoencoder (hidden layers mirrored around a linear bottleneck) and its encoder half."""
+    inputs = keras.Input(shape=(input_dim,), name="representation")
+    hidden = inputs
+    for i, units in enumerate(settings.hidden_units):
+        hidden = layers.Dense(units, activation="relu", name=f"encode_{i}")(hidden)
+    code = layers.Dense(settings.bottleneck, name="bottleneck")(hidden)
+    decoded = code
+    for i, units in enumerate(reversed(settings.hidden_units)):
+        decoded = layers.Dense(units, activation="relu", name=f"decode_{i}")(decoded)
+    output = layers.Dense(input_dim, dtype="float32", name="reconstruction")(decoded)
+    return keras.Model(inputs, output, name="autoencoder"), keras.Model(inputs, code, name="encoder")
+
+
+def pca_reconstruction_mse(train: np.ndarray, others: dict[str, np.ndarray], dimensions: int) -> dict[str, float]:
+    """Mean squared reconstruction error of PCA with ``dimensions`` components fit on (centred) ``train``."""
+    mean = train.mean(axis=0)
+    _, _, components = np.linalg.svd(train - mean, full_matrices=False)
+    basis = components[:dimensions]
+    errors = {}
+    for split, data in others.items():
+        centred = data - mean
+        errors[split] = float(np.mean((centred - centred @ basis.T @ basis) ** 2))
+    return errors
+
+
+def projection_html(codes: np.ndarray, ratings: np.ndarray, seed: int) -> str:
+    """An HTML page with the 2-D PCA projection of bottleneck codes, one colour per star rating."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(codes), size=min(_PROJECTION_POINTS, len(codes)), replace=False)
+    sample, stars = codes[pick], ratings[pick]
+    centred = sample - sample.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    figure, axis = plt.subplots(figsize=(6.4, 5.2), dpi=110)
+    for rating in range(1, 6):
+        mask = stars == rating
+        axis.scatter(points[mask, 0], points[mask, 1], s=5, alpha=0.5, label=f"{rating} stars")
+    axis.set(title="Autoencoder codes of test reviews (PCA to 2-D)", xlabel="component 1", ylabel="component 2")
+    axis.legend(markerscale=3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(figure)
+    image = base64.b64encode(buffer.getvalue()).decode()
+    return f'<html><body><h2>Autoencoder projection</h2><img src="data:image/png;base64,{image}"/></body></html>\n'
+
+
+def train_autoencoder(
+    transformed_dir: str | Path,
+    transform_graph_dir: str | Path,
+    cnn_model_dir: str | Path,
+    encoder_dir: str | Path,
+    report_path: str | Path,
+    projection_path: str | Path,
+    settings: AutoencoderSettings | None = None,
+) -> dict[str, Any]:
+    """Train the stacked autoencoder with SGD beside PCA; export the encoder; return (and write) the report.
+
+    Args:
+        transformed_dir: preprocess output (train/, eval/, test/ TFRecords).
+        transform_graph_dir: the tf.Transform output (for the feature spec).
+        cnn_model_dir: the train_cnn model directory (its ``keras_model.keras`` gives the review code).
+        encoder_dir: receives ``encoder.keras`` and the input normalization.
+        report_path: JSON with reconstruction errors of the autoencoder and PCA on eval and test.
+        projection_path: an HTML page with the 2-D projection picture coloured by rating.
+        settings: hyperparameters.
+    """
+    settings = settings or AutoencoderSettings()
+    started = time.monotonic()
+    seed_everything(settings.seed)
+    spec = transformed_feature_spec(transform_graph_dir)
+    cnn = keras.models.load_model(Path(cnn_model_dir) / "keras_model.keras")
+    data = {split: representations(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
+    train_x = data[schema.TRAIN][0]
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6  # train statistics only
+    scaled = {split: (x - mean) / std for split, (x, _) in data.items()}
+    autoencoder, encoder = build_autoencoder(train_x.shape[1], settings)
+    autoencoder.compile(
+        optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum), loss="mse"
+    )
+    throughput = ThroughputLogger(settings.batch_size)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    logger.info("train_autoencoder: %s train representations of width %d", f"{len(train_x):,}", train_x.shape[1])
+    history = autoencoder.fit(
+        scaled[schema.TRAIN], scaled[schema.TRAIN], validation_data=(scaled[schema.EVAL], scaled[schema.EVAL]),
+        batch_size=settings.batch_size, epochs=settings.epochs, shuffle=True, callbacks=[stop, throughput],
+        verbose=0,
+    )  # fmt: skip
+    pca = pca_reconstruction_mse(
+        scaled[schema.TRAIN], {s: scaled[s] for s in (schema.EVAL, schema.TEST)}, settings.bottleneck
+    )
+    report: dict[str, Any] = {"settings": {**asdict(settings), "hidden_units": list(settings.hidden_units)}}
+    for split in (schema.EVAL, schema.TEST):
+        reconstruction = autoencoder.predict(scaled[split], batch_size=4_096, verbose=0)
+        report[split] = {"reconstruction_mse": round(float(np.mean((reconstruction - scaled[split]) ** 2)), 5)}
+    report["baselines"] = {split: {"pca": {"reconstruction_mse": round(pca[split], 5)}} for split in pca}
+    report["input_width"] = int(train_x.shape[1])
+    report["history"] = {k: [round(float(v), 5) for v in values] for k, values in history.history.items()}
+    report["seconds"] = round(time.monotonic() - started, 3)
+    test_codes = encoder.predict(scaled[schema.TEST], batch_size=4_096, verbose=0)
+
+    target = Path(encoder_dir)
+    with staging_directory(target) as staging:
+        (staging / "encoder").mkdir()
+        encoder.save(staging / "encoder" / ENCODER_FILE)
+        normalization = {"mean": mean.tolist(), "std": std.tolist(), "metadata_inputs": list(METADATA_INPUTS)}
+        (staging / "encoder" / NORMALIZATION_FILE).write_text(json.dumps(normalization))
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (staging / "projection.html").write_text(projection_html(test_codes, data[schema.TEST][1], settings.seed))
+        publish(staging / "encoder", target)
+        publish(staging / "report.json", Path(report_path))
+        publish(staging / "projection.html", Path(projection_path))
+    logger.info("train_autoencoder: test %s, PCA %s", report[schema.TEST], report["baselines"][schema.TEST])
+    return report

@@ -37,7 +37,6 @@ HELPFUL_VOTES_Z = "log_helpful_votes_z"
 VERIFIED_FLAG = "verified_flag"
 RATING_LABEL = "rating_label"  # float 1..5
 SENTIMENT_LABEL = "sentiment_label"  # 1 when rating > schema.POSITIVE_RATING_THRESHOLD
-LABELS = (RATING_LABEL, SENTIMENT_LABEL)
 
 # --- vocabulary files written by the transform graph -----------------------------------------------------
 REVIEW_VOCABULARY = "review_tokens"

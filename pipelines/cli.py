@@ -62,6 +62,13 @@ def _score(args: argparse.Namespace) -> None:
     print(f"{probability:.4f}\t{'positive' if probability >= 0.5 else 'negative'}")
 
 
+def _recommend(args: argparse.Namespace) -> None:
+    from musicrec.rating import recommend
+
+    for rank, (asin, rating) in enumerate(recommend(args.model, args.user, args.k), start=1):
+        print(f"{rank:>3}  {asin}  {rating:.3f}")
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -103,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--summary", default="", help="the review's summary line, if any")
     score.add_argument("text", help="the raw review text")
     score.set_defaults(handler=_score)
+
+    recommend = commands.add_parser("recommend", help="top-K albums for a user with an exported rating model")
+    recommend.add_argument("--model", required=True, help="the train_dnn model directory")
+    recommend.add_argument("--user", required=True, help="a reviewerID seen in train")
+    recommend.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
+    recommend.set_defaults(handler=_recommend)
     return parser
 
 
@@ -112,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     from musicrec.storage import StorageError
     from pipelines.local_run import RunError
 
-    missing_model = (OSError, ValueError)  # what tf.saved_model.load raises for a path without a SavedModel
+    # What loading a model directory without a model raises (tf.saved_model.load, keras.models.load_model).
+    missing_model = (OSError, ValueError)
 
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
@@ -121,13 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, StorageError, GeneratorError) as error:
         print(f"musicrec {args.command}: error: {error}", file=sys.stderr)
         return 1
-    except missing_model as error:
-        if args.command != "score":
+    except KeyError as error:
+        if args.command != "recommend":
             raise
-        print(
-            f"musicrec score: error: cannot load a model from {args.model}: {error}".splitlines()[0],
-            file=sys.stderr,
-        )
+        print(f"musicrec recommend: error: {error.args[0]}", file=sys.stderr)
+        return 1
+    except missing_model as error:
+        if args.command not in ("score", "recommend"):
+            raise
+        message = f"musicrec {args.command}: error: cannot load a model from {args.model}: {error}"
+        print(message.splitlines()[0], file=sys.stderr)
         return 1
     return 0
 

@@ -104,12 +104,23 @@ def _autoencoder_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
     return summary, report["seconds"]
 
 
+def _rating_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
+    """train_dnn fills two summary keys, ``rating`` and ``ranking``; ``ranking`` rides along in ``rating``."""
+    report = json.loads((task_dir / "report").read_text())
+    summary = {split: report[split] for split in (schema.EVAL, schema.TEST)}
+    summary["baselines"] = report["baselines"][schema.TEST]
+    summary["eval_baselines"] = report["baselines"][schema.EVAL]
+    summary["ranking"] = report["ranking"]
+    return summary, report["seconds"]
+
+
 # Each built step: its task directory name, the summary key it fills and how to read it.
 _STEP_SUMMARIES = {
     "ingest": ("ingest", _ingest_summary),
     "preprocess": ("preprocess", _preprocess_summary),
     "train-cnn": ("sentiment", _sentiment_summary),
     "train-autoencoder": ("autoencoder", _autoencoder_summary),
+    "train-dnn": ("rating", _rating_summary),
 }
 
 
@@ -120,6 +131,8 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         task_dir = run_dir / step
         if task_dir.is_dir():
             summary[key], summary["seconds"][step] = read(task_dir)
+    if "rating" in summary:
+        summary["ranking"] = summary["rating"].pop("ranking")
     return summary
 
 
@@ -226,6 +239,17 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"autoencoder test reconstruction MSE {autoencoder[schema.TEST]['reconstruction_mse']:.4f} | PCA "
             f"{autoencoder['baselines']['pca']['reconstruction_mse']:.4f}"
+        )
+    rating, ranking = summary.get("rating"), summary.get("ranking")
+    if rating and ranking:
+        base = rating["baselines"]
+        lines.append(
+            f"rating test RMSE: DNN {rating[schema.TEST]['rmse']:.4f} | damped bias {base['bias']['rmse']:.4f} | "
+            f"global mean {base['global_mean']['rmse']:.4f}"
+        )
+        lines.append(
+            f"ranking test NDCG@10: DNN {ranking['test']['ndcg@10']:.4f} | MostPop "
+            f"{ranking['baselines']['mostpop']['ndcg@10']:.4f} ({ranking['users']:,} users)"
         )
     lines.append("seconds   " + "  ".join(f"{step} {s:.1f}" for step, s in summary["seconds"].items()))
     return "\n".join(lines)

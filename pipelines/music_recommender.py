@@ -6,7 +6,8 @@ from components.ingest import ingest
 from components.preprocess import preprocess
 from components.train_autoencoder import train_autoencoder
 from components.train_cnn import train_cnn
-from musicrec.settings import AutoencoderSettings, CnnSettings, TransformSettings
+from components.train_dnn import train_dnn
+from musicrec.settings import AutoencoderSettings, CnnSettings, RatingSettings, TransformSettings
 
 PIPELINE_NAME = "music-recommender"
 # The EKS managed node group that carries the NVIDIA GPUs (manifests/), and its taint.
@@ -49,6 +50,14 @@ def music_recommender(
     ae_momentum: float = AutoencoderSettings.momentum,
     ae_batch_size: int = AutoencoderSettings.batch_size,
     ae_epochs: int = AutoencoderSettings.epochs,
+    dnn_id_embedding_dim: int = RatingSettings.id_embedding_dim,
+    dnn_hidden_units: str = ",".join(map(str, RatingSettings.hidden_units)),
+    dnn_l2: float = RatingSettings.l2,
+    dnn_dropout: float = RatingSettings.dropout,
+    dnn_learning_rate: float = RatingSettings.learning_rate,
+    dnn_batch_size: int = RatingSettings.batch_size,
+    dnn_epochs: int = RatingSettings.epochs,
+    ranking_users: int = RatingSettings.ranking_users,
     seed: int = CnnSettings.seed,
 ) -> None:
     """Train a review-aware music recommender from Amazon Review Data (2018) "Digital Music".
@@ -76,6 +85,14 @@ def music_recommender(
         ae_momentum: autoencoder SGD momentum.
         ae_batch_size: autoencoder examples a step.
         ae_epochs: the most autoencoder epochs (early stopping on eval reconstruction error).
+        dnn_id_embedding_dim: user and item embedding width of the rating DNN.
+        dnn_hidden_units: comma-separated dense widths of the rating DNN.
+        dnn_l2: L2 penalty on the rating DNN's embeddings and kernels.
+        dnn_dropout: dropout after each rating DNN dense layer.
+        dnn_learning_rate: Adam learning rate of the rating DNN.
+        dnn_batch_size: rating DNN examples a step.
+        dnn_epochs: the most rating DNN epochs (early stopping on eval RMSE).
+        ranking_users: the most test users ranked for HR@10 / NDCG@10 (seeded sample; DESIGN.md says 5,000).
         seed: seeds every model's weights, shuffling and dropout.
     """
     ingest_task = (
@@ -121,7 +138,7 @@ def music_recommender(
         .set_memory_request("8G")
         .set_memory_limit("16G")
     )
-    on_gpu(
+    autoencoder_task = on_gpu(
         train_autoencoder(
             transformed_examples=preprocess_task.outputs["transformed_examples"],
             transform_graph=preprocess_task.outputs["transform_graph"],
@@ -135,6 +152,27 @@ def music_recommender(
             seed=seed,
         )
         .set_display_name("Train stacked autoencoder")
+        .set_cpu_request("4")
+        .set_memory_request("8G")
+        .set_memory_limit("16G")
+    )
+    on_gpu(
+        train_dnn(
+            transformed_examples=preprocess_task.outputs["transformed_examples"],
+            transform_graph=preprocess_task.outputs["transform_graph"],
+            cnn_model=cnn_task.outputs["model"],
+            encoder=autoencoder_task.outputs["encoder"],
+            id_embedding_dim=dnn_id_embedding_dim,
+            hidden_units=dnn_hidden_units,
+            l2=dnn_l2,
+            dropout=dnn_dropout,
+            learning_rate=dnn_learning_rate,
+            batch_size=dnn_batch_size,
+            epochs=dnn_epochs,
+            ranking_users=ranking_users,
+            seed=seed,
+        )
+        .set_display_name("Train DNN rating model")
         .set_cpu_request("4")
         .set_memory_request("8G")
         .set_memory_limit("16G")

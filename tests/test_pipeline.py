@@ -55,7 +55,7 @@ def test_compiled_pipeline_shape(tmp_path):
     assert "pip install" not in " ".join(container["command"]), "the image carries kfp; no install at run time"
 
 
-TRAINING_TASKS = {"train-cnn", "train-autoencoder"}
+TRAINING_TASKS = {"train-cnn", "train-autoencoder", "train-dnn"}
 
 
 def test_gpu_requests_toleration_and_node_selector_on_exactly_the_training_tasks(tmp_path):
@@ -143,7 +143,10 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     assert next((out / "pipeline_root").glob("music-recommender-*/train-cnn/model/saved_model.pb"))
     assert set(summary["autoencoder"]["test"]) == {"reconstruction_mse"}
     assert set(summary["autoencoder"]["baselines"]) == {"pca"}
-    for step_not_built in ("rating", "ranking", "blessed", "pushed_model"):
+    assert set(summary["rating"]["test"]) == {"rmse", "mae"}
+    assert set(summary["rating"]["baselines"]) == {"global_mean", "bias"}
+    assert set(summary["ranking"]["test"]) == {"hr@10", "ndcg@10"} and "mostpop" in summary["ranking"]["baselines"]
+    for step_not_built in ("blessed", "pushed_model"):
         assert step_not_built not in summary
 
 

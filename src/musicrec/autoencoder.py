@@ -44,19 +44,28 @@ NORMALIZATION_FILE = "normalization.json"
 _PROJECTION_POINTS = 5_000
 
 
-def representations(
+def review_table(
     cnn: keras.Model, files: list[str], spec: dict[str, Any], batch_size: int = 2_048
-) -> tuple[np.ndarray, np.ndarray]:
-    """The representation of every review in ``files`` (CNN review code + metadata) and its rating."""
-    code_model = keras.Model(cnn.inputs, cnn.get_layer(REVIEW_CODE_LAYER).output)
-    dataset = make_dataset(files, spec, (*TEXT_INPUTS, *METADATA_INPUTS), features.RATING_LABEL, batch_size)
-    rows, ratings = [], []
+) -> dict[str, Any]:
+    """Everything the autoencoder and the rating model need of each review in ``files``, in one pass.
+
+    Returns NumPy arrays: ``representation`` (CNN review code + item metadata), ``sentiment`` (the CNN's
+    positive probability), ``rating``, and the user and item indices.
+    """
+    outputs = [cnn.get_layer(REVIEW_CODE_LAYER).output, cnn.output]
+    code_model = keras.Model(cnn.inputs, outputs)
+    ids = (features.USER_INDEX, features.ITEM_INDEX)
+    dataset = make_dataset(files, spec, (*TEXT_INPUTS, *METADATA_INPUTS, *ids), features.RATING_LABEL, batch_size)
+    columns: dict[str, list] = {"representation": [], "sentiment": [], "rating": [], **{name: [] for name in ids}}
     for inputs, rating in dataset:
-        codes = code_model({name: inputs[name] for name in TEXT_INPUTS}, training=False)
+        codes, positive = code_model({name: inputs[name] for name in TEXT_INPUTS}, training=False)
         metadata = tf.stack([tf.cast(inputs[name], tf.float32) for name in METADATA_INPUTS], axis=1)
-        rows.append(np.concatenate([np.asarray(codes, np.float32), metadata.numpy()], axis=1))
-        ratings.append(rating.numpy())
-    return np.concatenate(rows), np.concatenate(ratings)
+        columns["representation"].append(np.concatenate([np.asarray(codes, np.float32), metadata.numpy()], axis=1))
+        columns["sentiment"].append(np.asarray(positive, np.float32).reshape(-1))
+        columns["rating"].append(rating.numpy())
+        for name in ids:
+            columns[name].append(inputs[name].numpy())
+    return {name: np.concatenate(values) for name, values in columns.items()}
 
 
 def build_autoencoder(input_dim: int, settings: AutoencoderSettings) -> tuple[keras.Model, keras.Model]:
@@ -136,10 +145,10 @@ def train_autoencoder(
     seed_everything(settings.seed)
     spec = transformed_feature_spec(transform_graph_dir)
     cnn = keras.models.load_model(Path(cnn_model_dir) / "keras_model.keras")
-    data = {split: representations(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
-    train_x = data[schema.TRAIN][0]
+    data = {split: review_table(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
+    train_x = data[schema.TRAIN]["representation"]
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6  # train statistics only
-    scaled = {split: (x - mean) / std for split, (x, _) in data.items()}
+    scaled = {split: (table["representation"] - mean) / std for split, table in data.items()}
     autoencoder, encoder = build_autoencoder(train_x.shape[1], settings)
     autoencoder.compile(
         optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum), loss="mse"
@@ -172,7 +181,9 @@ def train_autoencoder(
         normalization = {"mean": mean.tolist(), "std": std.tolist(), "metadata_inputs": list(METADATA_INPUTS)}
         (staging / "encoder" / NORMALIZATION_FILE).write_text(json.dumps(normalization))
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (staging / "projection.html").write_text(projection_html(test_codes, data[schema.TEST][1], settings.seed))
+        (staging / "projection.html").write_text(
+            projection_html(test_codes, data[schema.TEST]["rating"], settings.seed)
+        )
         publish(staging / "encoder", target)
         publish(staging / "report.json", Path(report_path))
         publish(staging / "projection.html", Path(projection_path))

@@ -79,3 +79,30 @@ class AutoencoderSettings:
     batch_size: int = 256
     epochs: int = 20
     seed: int = 42
+
+
+@dataclass(frozen=True)
+class RatingSettings:
+    """Hyperparameters of the DNN rating model (pipeline parameters).
+
+    Args:
+        id_embedding_dim: width of the user and item id embeddings.
+        hidden_units: widths of the dense layers.
+        l2: L2 penalty on embeddings and dense kernels.
+        dropout: dropout after each dense layer.
+        learning_rate: Adam learning rate.
+        batch_size: examples a step.
+        epochs: the most epochs; early stopping on eval RMSE may stop sooner.
+        ranking_users: the most test users ranked for HR@10 / NDCG@10 (a seeded sample).
+        seed: seeds weights, shuffling, dropout and the user sample.
+    """
+
+    id_embedding_dim: int = 8
+    hidden_units: tuple[int, ...] = (64, 32)
+    l2: float = 1e-4
+    dropout: float = 0.3
+    learning_rate: float = 2e-3
+    batch_size: int = 512
+    epochs: int = 8
+    ranking_users: int = 5_000
+    seed: int = 42

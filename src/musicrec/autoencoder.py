@@ -27,6 +27,7 @@ from musicrec.sentiment import REVIEW_CODE_LAYER, TEXT_INPUTS
 from musicrec.settings import AutoencoderSettings
 from musicrec.training import (
     ThroughputLogger,
+    curves,
     make_dataset,
     seed_everything,
     split_files,
@@ -170,7 +171,7 @@ def train_autoencoder(
         report[split] = {"reconstruction_mse": round(float(np.mean((reconstruction - scaled[split]) ** 2)), 5)}
     report["baselines"] = {split: {"pca": {"reconstruction_mse": round(pca[split], 5)}} for split in pca}
     report["input_width"] = int(train_x.shape[1])
-    report["history"] = {k: [round(float(v), 5) for v in values] for k, values in history.history.items()}
+    report["history"] = curves(history)
     report["seconds"] = round(time.monotonic() - started, 3)
     test_codes = encoder.predict(scaled[schema.TEST], batch_size=4_096, verbose=0)
 

@@ -26,7 +26,7 @@ from musicrec import features, metrics, schema
 from musicrec.artifacts import publish, staging_directory
 from musicrec.autoencoder import ENCODER_FILE, METADATA_INPUTS, NORMALIZATION_FILE, review_table
 from musicrec.settings import RatingSettings
-from musicrec.training import ThroughputLogger, seed_everything, split_files, transformed_feature_spec
+from musicrec.training import ThroughputLogger, curves, seed_everything, split_files, transformed_feature_spec
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def train_rating(
             "bias": {"rmse": round(metrics.rmse(truth, bias), 4), "mae": round(metrics.mae(truth, bias), 4)},
         }  # fmt: skip
     report["ranking"] = _ranking(model, history, tables[schema.TEST], n_known_users, n_known_items, settings)
-    report["history"] = {k: [round(float(v), 5) for v in values] for k, values in fit.history.items()}
+    report["history"] = curves(fit)
     report["seconds"] = round(time.monotonic() - started, 3)
 
     target = Path(model_dir)

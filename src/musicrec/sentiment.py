@@ -26,6 +26,7 @@ from musicrec.text import normalize_to_string
 from musicrec.training import (
     ThroughputLogger,
     balanced_class_weights,
+    curves,
     distribution_strategy,
     labels_of,
     make_dataset,
@@ -232,7 +233,7 @@ def train_sentiment(
                          "balanced_accuracy": 0.5, "auc": 0.5},
             "bow_linear": classification_metrics(truth, bag_probabilities),
         }  # fmt: skip
-    report["history"] = {k: [round(float(v), 5) for v in values] for k, values in history.history.items()}
+    report["history"] = curves(history)
     report["train_examples_per_second"] = round(float(np.mean(throughput.rates)), 1) if throughput.rates else 0.0
     report["class_weight"] = {str(label): weight for label, weight in class_weight.items()}
     report["seconds"] = round(time.monotonic() - started, 3)

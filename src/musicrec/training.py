@@ -136,3 +136,8 @@ class ThroughputLogger(keras.callbacks.Callback):
         self.rates.append(rate)
         shown = {k: round(float(v), 4) for k, v in (logs or {}).items()}
         logger.info("epoch %d: %.0f examples/s, %.0fs, %s", epoch + 1, rate, seconds, shown)
+
+
+def curves(history: keras.callbacks.History) -> dict[str, list[float]]:
+    """Per-epoch training and validation metrics of a ``fit``, rounded for the JSON report."""
+    return {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}

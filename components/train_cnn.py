@@ -1,7 +1,7 @@
 """The train_cnn step as a KFP component; the logic lives in :mod:`musicrec.sentiment`."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components import BASE_IMAGE
 
@@ -14,6 +14,7 @@ def train_cnn(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Artifact],
+    token_importance: Output[HTML],
     embedding_dim: int,
     filters: int,
     kernel_sizes: str,
@@ -31,7 +32,8 @@ def train_cnn(
         model: a SavedModel serving normalized review and summary text (positive probability).
         metrics: eval accuracy, balanced accuracy and AUC of the CNN and the baselines.
         classification_metrics: eval confusion matrix and ROC curve for the Kubeflow UI.
-        report: everything as JSON (eval and test metrics, baselines, training curves).
+        report: everything as JSON (eval and test metrics, baselines, training curves, token importance).
+        token_importance: the most significant review and summary tokens (occlusion on eval), for the UI.
         embedding_dim: token embedding width.
         filters: filters of each convolution branch.
         kernel_sizes: comma-separated widths of the parallel review convolutions, e.g. "2,3,4".
@@ -59,8 +61,9 @@ def train_cnn(
     )
     try:
         result = train_sentiment(
-            transformed_examples.path, transform_graph.path, model.path, report.path, settings
-        )
+            transformed_examples.path, transform_graph.path, model.path, report.path, settings,
+            importance_path=token_importance.path,
+        )  # fmt: skip
     except TrainingError as error:
         raise SystemExit(f"train_cnn failed: {error}") from None
     evaluation = result["eval"]

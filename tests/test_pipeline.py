@@ -141,6 +141,8 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     assert set(sentiment["baselines"]) == {"majority", "bow_linear"}
     assert "sentiment test: CNN accuracy" in result.stdout
     assert next((out / "pipeline_root").glob("music-recommender-*/train-cnn/model/saved_model.pb"))
+    importance = next((out / "pipeline_root").glob("music-recommender-*/train-cnn/token_importance"))
+    assert "data:image/png;base64," in importance.read_text()
     assert set(summary["autoencoder"]["test"]) == {"reconstruction_mse"}
     assert set(summary["autoencoder"]["baselines"]) == {"pca"}
     assert set(summary["rating"]["test"]) == {"rmse", "mae"}

@@ -97,3 +97,33 @@ def test_dataset_streams_batches_of_the_requested_features(small_preprocessed):
     inputs, label = next(iter(make_dataset(files, spec, (features.REVIEW_IDS,), features.SENTIMENT_LABEL, 32)))
     assert set(inputs) == {features.REVIEW_IDS} and inputs[features.REVIEW_IDS].shape == (32, 48)
     assert label.shape == (32,)
+
+
+def test_token_importance_by_occlusion_finds_sentiment_words(trained):
+    _, report = trained
+    review = report["token_importance"][features.REVIEW_IDS]
+    assert review["positive"] and review["negative"]
+    assert all(score > 0 for _, score in review["positive"]) and all(score < 0 for _, score in review["negative"])
+    # Negation-marked words ("good_NEG") push towards negative reviews; plain praise towards positive ones.
+    assert any(token.endswith("_NEG") for token, _ in review["negative"])
+
+
+def test_token_importance_is_occlusion_on_a_known_model():
+    """A model whose output is the share of token 1 among review tokens: occluding token 1 lowers it."""
+    from musicrec.sentiment import token_importance
+
+    review = keras.Input(shape=(None,), dtype="int64", name=features.REVIEW_IDS)
+    summary = keras.Input(shape=(None,), dtype="int64", name=features.SUMMARY_IDS)
+    ones = keras.ops.sum(keras.ops.cast(keras.ops.equal(review, 1), "float32"), axis=1, keepdims=True) / 4.0
+    model = keras.Model({features.REVIEW_IDS: review, features.SUMMARY_IDS: summary}, ones)
+    inputs = {features.REVIEW_IDS: np.array([[1, 2, 1, 3]] * 6), features.SUMMARY_IDS: np.array([[2, 0]] * 6)}
+    importance = token_importance(model, inputs, {features.REVIEW_IDS: ["a", "b", "c"]}, k=3)
+    assert importance[features.REVIEW_IDS]["positive"] == [["a", 0.25]]
+    assert importance[features.REVIEW_IDS]["negative"] == []
+
+
+def test_token_importance_picture(trained):
+    out, report = trained
+    from musicrec.sentiment import token_importance_html
+
+    assert token_importance_html(report["token_importance"]).count("data:image/png;base64,") == 1

@@ -7,8 +7,6 @@ user's and an item's history. The baseline is PCA with the same number of dimens
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import time
@@ -23,6 +21,7 @@ from keras import layers
 
 from musicrec import features, schema
 from musicrec.artifacts import publish, staging_directory
+from musicrec.plots import figure_html, new_figure
 from musicrec.sentiment import REVIEW_CODE_LAYER, TEXT_INPUTS
 from musicrec.settings import AutoencoderSettings
 from musicrec.training import (
@@ -97,28 +96,19 @@ def pca_reconstruction_mse(train: np.ndarray, others: dict[str, np.ndarray], dim
 
 def projection_html(codes: np.ndarray, ratings: np.ndarray, seed: int) -> str:
     """An HTML page with the 2-D PCA projection of bottleneck codes, one colour per star rating."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(codes), size=min(_PROJECTION_POINTS, len(codes)), replace=False)
     sample, stars = codes[pick], ratings[pick]
     centred = sample - sample.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     points = centred @ components[:2].T
-    figure, axis = plt.subplots(figsize=(6.4, 5.2), dpi=110)
+    figure, axis = new_figure()
     for rating in range(1, 6):
         mask = stars == rating
         axis.scatter(points[mask, 0], points[mask, 1], s=5, alpha=0.5, label=f"{rating} stars")
     axis.set(title="Autoencoder codes of test reviews (PCA to 2-D)", xlabel="component 1", ylabel="component 2")
     axis.legend(markerscale=3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    image = base64.b64encode(buffer.getvalue()).decode()
-    return f'<html><body><h2>Autoencoder projection</h2><img src="data:image/png;base64,{image}"/></body></html>\n'
+    return figure_html(figure, "Autoencoder projection")
 
 
 def train_autoencoder(

@@ -21,6 +21,7 @@ from keras import layers
 
 from musicrec import features, metrics, schema
 from musicrec.artifacts import publish, staging_directory
+from musicrec.plots import figure_html, new_figure
 from musicrec.settings import CnnSettings
 from musicrec.text import normalize_to_string
 from musicrec.training import (
@@ -33,6 +34,7 @@ from musicrec.training import (
     seed_everything,
     split_files,
     transformed_feature_spec,
+    vocabulary,
     vocabulary_size,
 )
 
@@ -145,6 +147,59 @@ def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] 
     return result[SERVING_OUTPUT].numpy()
 
 
+def token_importance(
+    model: keras.Model, inputs: dict[str, np.ndarray], vocabularies: dict[str, list[str]], k: int = 15,
+    min_count: int = 5,
+) -> dict[str, dict[str, list]]:  # fmt: skip
+    """The most significant tokens by occlusion, measured on held-out reviews.
+
+    Each token occurrence is replaced by padding in turn; its importance is the drop in the predicted positive
+    probability, averaged over a token's occurrences (at least ``min_count``). Positive means the token pushed
+    towards a positive review, negative towards a negative one.
+
+    Args:
+        model: the sentiment CNN.
+        inputs: a sample of transformed eval rows (review and summary ids).
+        vocabularies: the review and summary vocabularies by feature name (id i is entry i-1).
+        k: tokens listed each way.
+        min_count: the fewest occurrences for a token to be listed.
+    """
+    base = model.predict(inputs, batch_size=4_096, verbose=0).reshape(-1)
+    result = {}
+    for feature, tokens in vocabularies.items():
+        ids = inputs[feature]
+        totals = np.zeros(len(tokens) + 2)
+        counts = np.zeros(len(tokens) + 2)
+        for position in range(ids.shape[1]):
+            rows = np.flatnonzero(ids[:, position] != features.PADDING_ID)
+            if rows.size == 0:
+                continue
+            occluded = {name: values[rows].copy() for name, values in inputs.items()}
+            occluded[feature][:, position] = features.PADDING_ID
+            drop = base[rows] - model.predict(occluded, batch_size=4_096, verbose=0).reshape(-1)
+            np.add.at(totals, ids[rows, position], drop)
+            np.add.at(counts, ids[rows, position], 1)
+        names = ["<pad>", *tokens, "<oov>"]
+        mean = np.where(counts >= min_count, totals / np.maximum(counts, 1), 0.0)
+        order = np.argsort(-mean, kind="stable")
+        result[feature] = {
+            "positive": [[names[i], round(float(mean[i]), 4)] for i in order[:k] if mean[i] > 0],
+            "negative": [[names[i], round(float(mean[i]), 4)] for i in order[::-1][:k] if mean[i] < 0],
+        }
+    return result
+
+
+def token_importance_html(importance: dict[str, dict[str, list]]) -> str:
+    """Bar charts of the most significant review and summary tokens (occlusion on eval)."""
+    figure, axes = new_figure(columns=len(importance), height=6.0)
+    for axis, (feature, sides) in zip(np.atleast_1d(axes), importance.items(), strict=True):
+        entries = sides["negative"][::-1] + sides["positive"][::-1]
+        axis.barh([token for token, _ in entries], [score for _, score in entries],
+                  color=["#c0392b" if score < 0 else "#2e86c1" for _, score in entries])  # fmt: skip
+        axis.set(title=feature.replace("_", " "), xlabel="drop in P(positive) when the token is removed")
+    return figure_html(figure, "Most significant tokens (occlusion on eval reviews)")
+
+
 def _predict(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
     return model.predict(dataset, verbose=0).reshape(-1)
 
@@ -177,6 +232,7 @@ def train_sentiment(
     model_dir: str | Path,
     report_path: str | Path,
     settings: CnnSettings | None = None,
+    importance_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the CNN and both baselines; export the CNN; return (and write) the report.
 
@@ -186,6 +242,7 @@ def train_sentiment(
         model_dir: receives the serving SavedModel.
         report_path: JSON with eval and test metrics of the CNN and the baselines, curves, ROC, confusion matrix.
         settings: hyperparameters.
+        importance_path: an HTML page with the most significant tokens (occlusion on eval), if given.
 
     Raises:
         TrainingError: missing inputs or a train split with one class.
@@ -235,6 +292,12 @@ def train_sentiment(
         }  # fmt: skip
     report["history"] = curves(history)
     report["train_examples_per_second"] = round(float(np.mean(throughput.rates)), 1) if throughput.rates else 0.0
+    sample, _ = next(iter(make_dataset(files[schema.EVAL], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, 1_000)))
+    vocabularies = {
+        features.REVIEW_IDS: vocabulary(transform_graph_dir, features.REVIEW_VOCABULARY),
+        features.SUMMARY_IDS: vocabulary(transform_graph_dir, features.SUMMARY_VOCABULARY),
+    }
+    report["token_importance"] = token_importance(cnn, {k: v.numpy() for k, v in sample.items()}, vocabularies)
     report["class_weight"] = {str(label): weight for label, weight in class_weight.items()}
     report["seconds"] = round(time.monotonic() - started, 3)
 
@@ -243,8 +306,11 @@ def train_sentiment(
         export_serving_model(cnn, transform_graph_dir, staging / "model")
         cnn.save(staging / "model" / "keras_model.keras")
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (staging / "importance.html").write_text(token_importance_html(report["token_importance"]))
         publish(staging / "model", target)
         publish(staging / "report.json", Path(report_path))
+        if importance_path is not None:
+            publish(staging / "importance.html", Path(importance_path))
     logger.info("train_cnn: eval %s, test %s, baselines %s", report[schema.EVAL], report[schema.TEST],
                 report["baselines"][schema.TEST])  # fmt: skip
     return report

@@ -141,3 +141,11 @@ class ThroughputLogger(keras.callbacks.Callback):
 def curves(history: keras.callbacks.History) -> dict[str, list[float]]:
     """Per-epoch training and validation metrics of a ``fit``, rounded for the JSON report."""
     return {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}
+
+
+def vocabulary(transform_graph_dir: str | Path, name: str) -> list[str]:
+    """One vocabulary of the transform graph as text, most frequent first (token id i is entry i-1)."""
+    import tensorflow_transform as tft
+
+    entries = tft.TFTransformOutput(str(transform_graph_dir)).vocabulary_by_name(name)
+    return [e.decode("utf-8", "replace") if isinstance(e, bytes) else str(e) for e in entries]

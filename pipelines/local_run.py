@@ -73,66 +73,68 @@ def _check_local_input(uri: str) -> None:
         raise RunError(f"cannot read {uri}: {'is a directory' if path.is_dir() else 'not found'}")
 
 
-def _ingest_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
-    report = json.loads((task_dir / "report").read_text())
+def _report(task_dir: Path) -> dict[str, Any]:
+    return json.loads((task_dir / "report").read_text())
+
+
+def _picked(report: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: report[key] for key in keys}
+
+
+def _model_summary(report: dict[str, Any], scores: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A training step's eval and test scores (all, or only ``scores``) with the baselines of each split."""
+    summary = {
+        split: _picked(report[split], scores or tuple(report[split])) for split in (schema.EVAL, schema.TEST)
+    }
+    summary["baselines"] = report["baselines"][schema.TEST]
+    summary["eval_baselines"] = report["baselines"][schema.EVAL]
+    return summary
+
+
+def _ingest_summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("lines_read", "kept", "quarantined", "duplicates", "quarantine_reasons", "users", "items",
             "reviews_without_metadata", "rating_histogram", "date_range", "splits", "inputs")  # fmt: skip
-    return {key: report[key] for key in keys}, report["seconds"]
+    return {"ingest": _picked(report, keys)}
 
 
-def _preprocess_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
-    report = json.loads((task_dir / "report").read_text())
-    keys = ("vocabulary_sizes", "splits", "reviews_per_second", "settings")
-    return {key: report[key] for key in keys}, report["seconds"]
+def _preprocess_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {"preprocess": _picked(report, ("vocabulary_sizes", "splits", "reviews_per_second", "settings"))}
 
 
-def _sentiment_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
-    report = json.loads((task_dir / "report").read_text())
-    scores = ("accuracy", "balanced_accuracy", "auc")
-    summary = {split: {key: report[split][key] for key in scores} for split in (schema.EVAL, schema.TEST)}
-    summary["baselines"] = report["baselines"][schema.TEST]
-    summary["eval_baselines"] = report["baselines"][schema.EVAL]
+def _sentiment_summary(report: dict[str, Any]) -> dict[str, Any]:
+    summary = _model_summary(report, ("accuracy", "balanced_accuracy", "auc"))
     summary["train_examples_per_second"] = report["train_examples_per_second"]
-    return summary, report["seconds"]
+    return {"sentiment": summary}
 
 
-def _autoencoder_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
-    report = json.loads((task_dir / "report").read_text())
-    summary = {split: report[split] for split in (schema.EVAL, schema.TEST)}
-    summary["baselines"] = report["baselines"][schema.TEST]
-    summary["eval_baselines"] = report["baselines"][schema.EVAL]
-    return summary, report["seconds"]
+def _autoencoder_summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {"autoencoder": _model_summary(report)}
 
 
-def _rating_summary(task_dir: Path) -> tuple[dict[str, Any], float]:
-    """train_dnn fills two summary keys, ``rating`` and ``ranking``; ``ranking`` rides along in ``rating``."""
-    report = json.loads((task_dir / "report").read_text())
-    summary = {split: report[split] for split in (schema.EVAL, schema.TEST)}
-    summary["baselines"] = report["baselines"][schema.TEST]
-    summary["eval_baselines"] = report["baselines"][schema.EVAL]
-    summary["ranking"] = report["ranking"]
-    return summary, report["seconds"]
+def _rating_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """train_dnn fills two summary keys: ``rating`` and ``ranking``."""
+    return {"rating": _model_summary(report), "ranking": report["ranking"]}
 
 
-# Each built step: its task directory name, the summary key it fills and how to read it.
+# Each built step: its task directory name and how its report becomes summary keys.
 _STEP_SUMMARIES = {
-    "ingest": ("ingest", _ingest_summary),
-    "preprocess": ("preprocess", _preprocess_summary),
-    "train-cnn": ("sentiment", _sentiment_summary),
-    "train-autoencoder": ("autoencoder", _autoencoder_summary),
-    "train-dnn": ("rating", _rating_summary),
+    "ingest": _ingest_summary,
+    "preprocess": _preprocess_summary,
+    "train-cnn": _sentiment_summary,
+    "train-autoencoder": _autoencoder_summary,
+    "train-dnn": _rating_summary,
 }
 
 
 def build_summary(run_dir: Path) -> dict[str, Any]:
     """Collect the results of one finished local run directory (``<pipeline_root>/<pipeline>-<ts>``)."""
     summary: dict[str, Any] = {"run_dir": str(run_dir), "seconds": {}}
-    for step, (key, read) in _STEP_SUMMARIES.items():
+    for step, summarize in _STEP_SUMMARIES.items():
         task_dir = run_dir / step
         if task_dir.is_dir():
-            summary[key], summary["seconds"][step] = read(task_dir)
-    if "rating" in summary:
-        summary["ranking"] = summary["rating"].pop("ranking")
+            report = _report(task_dir)
+            summary.update(summarize(report))
+            summary["seconds"][step] = report["seconds"]
     return summary
 
 

@@ -1,7 +1,8 @@
-"""Thin KFP components: each wraps one ``musicrec`` function and runs in the one project image."""
+"""Thin KFP components: each wraps one ``musicrec`` function and runs in the project image."""
 
 from musicrec import __version__
 
-# The image built from containers/Dockerfile; `musicrec compile --image` points a compiled pipeline at
-# another registry (ECR, say) without touching the code.
+# The images built from containers/Dockerfile: CPU for every step, its GPU variant (CUDA wheels) for the
+# training steps. `musicrec compile --image` points a compiled pipeline at another registry (ECR, say).
 BASE_IMAGE = f"musicrec:{__version__}"
+GPU_IMAGE = f"{BASE_IMAGE}-gpu"

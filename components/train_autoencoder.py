@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE
+from components import GPU_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_autoencoder(
     transformed_examples: Input[Dataset],
     transform_graph: Input[Artifact],
@@ -41,6 +41,7 @@ def train_autoencoder(
         epochs: the most epochs (early stopping on eval reconstruction error).
         seed: seeds weights and shuffling.
     """
+    from musicrec.artifacts import attach_metadata
     from musicrec.autoencoder import train_autoencoder as run_training
     from musicrec.progress import configure_logging
     from musicrec.settings import AutoencoderSettings
@@ -63,5 +64,8 @@ def train_autoencoder(
         raise SystemExit(f"train_autoencoder failed: {error}") from None
     metrics.log_metric("eval_reconstruction_mse", result["eval"]["reconstruction_mse"])
     metrics.log_metric("eval_pca_reconstruction_mse", result["baselines"]["eval"]["pca"]["reconstruction_mse"])
-    encoder.metadata.update({"framework": "keras", "bottleneck": bottleneck, "input_width": result["input_width"]})
-    report.metadata.update({"seconds": result["seconds"]})
+    attach_metadata(
+        {"encoder": encoder, "report": report, "projection": projection},
+        {"encoder": {"framework": "keras", "input_width": result["input_width"], **result["settings"]},
+         "report": {"seconds": result["seconds"]}},
+    )  # fmt: skip

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE
+from components import GPU_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_cnn(
     transformed_examples: Input[Dataset],
     transform_graph: Input[Artifact],
@@ -43,6 +43,7 @@ def train_cnn(
         epochs: the most epochs (early stopping on eval AUC).
         seed: seeds weights, shuffling and dropout.
     """
+    from musicrec.artifacts import attach_metadata
     from musicrec.progress import configure_logging
     from musicrec.sentiment import train_sentiment
     from musicrec.settings import CnnSettings
@@ -74,9 +75,9 @@ def train_cnn(
     classification_metrics.log_confusion_matrix(["negative", "positive"], evaluation["confusion_matrix"])
     roc = evaluation["roc"]
     classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
-    model.metadata.update(
-        {"framework": "tensorflow", "signature": "serving_default", "eval_auc": evaluation["auc"]}
-    )
-    report.metadata.update(
-        {"seconds": result["seconds"], "examples_per_second": result["train_examples_per_second"]}
-    )
+    attach_metadata(
+        {"model": model, "report": report, "token_importance": token_importance},
+        {"model": {"framework": "tensorflow", "signature": "serving_default", "eval_auc": evaluation["auc"],
+                   **result["settings"]},
+         "report": {"seconds": result["seconds"], "examples_per_second": result["train_examples_per_second"]}},
+    )  # fmt: skip

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components import BASE_IMAGE
+from components import GPU_IMAGE
 
 
-@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_dnn(
     transformed_examples: Input[Dataset],
     transform_graph: Input[Artifact],
@@ -22,6 +22,7 @@ def train_dnn(
     learning_rate: float,
     batch_size: int,
     epochs: int,
+    negatives: int,
     ranking_users: int,
     seed: int,
 ) -> None:
@@ -41,10 +42,12 @@ def train_dnn(
         dropout: dropout after each dense layer.
         learning_rate: Adam learning rate.
         batch_size: examples a step.
-        epochs: the most epochs (early stopping on eval RMSE).
+        epochs: the most epochs (early stopping on eval RMSE, and on eval loss for the interaction head).
         ranking_users: the most test users ranked (seeded sample).
-        seed: seeds weights, shuffling, dropout and the user sample.
+        seed: seeds weights, shuffling, dropout, negative items and the user sample.
+        negatives: sampled unreviewed items per train review for the interaction head (ranking).
     """
+    from musicrec.artifacts import attach_metadata
     from musicrec.progress import configure_logging
     from musicrec.rating import train_rating
     from musicrec.settings import RatingSettings
@@ -59,6 +62,7 @@ def train_dnn(
         learning_rate=learning_rate,
         batch_size=batch_size,
         epochs=epochs,
+        negatives=negatives,
         ranking_users=ranking_users,
         seed=seed,
     )
@@ -74,5 +78,8 @@ def train_dnn(
     for name in ("hr@10", "ndcg@10"):
         metrics.log_metric(f"test_{name}", result["ranking"]["test"][name])
         metrics.log_metric(f"test_mostpop_{name}", result["ranking"]["baselines"]["mostpop"][name])
-    model.metadata.update({"framework": "keras", "eval_rmse": result["eval"]["rmse"]})
-    report.metadata.update({"seconds": result["seconds"]})
+    attach_metadata(
+        {"model": model, "report": report},
+        {"model": {"framework": "keras", "eval_rmse": result["eval"]["rmse"], **result["settings"]},
+         "report": {"seconds": result["seconds"]}},
+    )  # fmt: skip

@@ -1,8 +1,9 @@
-"""The ``musicrec`` command line: generate data, run the DAG locally, compile it for Kubeflow."""
+"""The ``musicrec`` command line: generate data, run the DAG locally, compile it for Kubeflow, trace lineage."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -18,17 +19,18 @@ def compile_pipeline(out: str | Path = COMPILED_PIPELINE, image: str | None = No
 
     Args:
         out: the YAML file to write.
-        image: the container image every step runs in; defaults to ``components.BASE_IMAGE``.
+        image: the CPU image of the steps, ``components.BASE_IMAGE`` by default; the training steps then run in
+            its GPU variant, the same name with ``-gpu`` appended (how containers/Dockerfile tags it).
     """
     from kfp import compiler
 
-    from components import BASE_IMAGE
+    from components import BASE_IMAGE, GPU_IMAGE
     from pipelines.music_recommender import music_recommender
 
     out = Path(out)
     compiler.Compiler().compile(music_recommender, package_path=str(out))
     if image and image != BASE_IMAGE:
-        text = out.read_text()
+        text = out.read_text().replace(f"image: {GPU_IMAGE}\n", f"image: {image}-gpu\n")
         out.write_text(text.replace(f"image: {BASE_IMAGE}\n", f"image: {image}\n"))
     return out
 
@@ -49,6 +51,35 @@ def _run(args: argparse.Namespace) -> None:
     summary = run_locally(args.output, args.reviews, args.metadata, parameters, args.sample_reviews)
     print(format_summary(summary))
     print(f"summary: {Path(args.output).resolve() / 'summary.json'}")
+    if summary.get("pushed_model"):
+        from musicrec.lineage import load, render_tree
+
+        print(f"\nlineage of {summary['pushed_model']}:")
+        print(render_tree(load(summary["pushed_model"])))
+
+
+def _lineage(args: argparse.Namespace) -> None:
+    from musicrec.lineage import LineageError, load, render_tree, verify
+
+    lineage = load(args.target)
+    checks = verify(lineage) if args.verify else []
+    if args.json:
+        print(json.dumps({"lineage": lineage, "verification": checks} if args.verify else lineage, indent=2))
+    else:
+        print(render_tree(lineage))
+        if args.verify:
+            counts = {
+                status: sum(c["status"] == status for c in checks) for status in ("ok", "mismatch", "unreachable")
+            }
+            print("verify: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+            for check in checks:
+                if check["status"] != "ok":
+                    print(f"  {check['status']}: {check['uri']}: {check['detail']}")
+    mismatched = [c["uri"] for c in checks if c["status"] == "mismatch"]
+    if mismatched:
+        raise LineageError(
+            f"{len(mismatched)} artifact(s) changed since they were recorded, first {mismatched[0]}"
+        )
 
 
 def _compile(args: argparse.Namespace) -> None:
@@ -102,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="compile the DAG to KFP IR YAML")
     compile_.add_argument("--out", default=str(COMPILED_PIPELINE), help="YAML file (default: the committed one)")
-    compile_.add_argument("--image", help="container image for every step, e.g. an ECR URI")
+    compile_.add_argument("--image", help="CPU image of the steps, e.g. an ECR URI (training: the same + '-gpu')")
     compile_.set_defaults(handler=_compile)
 
     score = commands.add_parser("score", help="sentiment of a raw review with an exported CNN")
@@ -116,12 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--user", required=True, help="a reviewerID seen in train")
     recommend.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
     recommend.set_defaults(handler=_recommend)
+
+    lineage = commands.add_parser("lineage", help="where a pushed model or a local run came from")
+    lineage.add_argument(
+        "target", help="a pushed version <base>/<model>/<N>, a model <base>/<model>, or a run dir"
+    )
+    lineage.add_argument("--json", action="store_true", help="print the lineage document as JSON")
+    lineage.add_argument("--verify", action="store_true", help="re-hash what can be reached; exit 1 on a mismatch")
+    lineage.set_defaults(handler=_lineage)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``musicrec`` console script; returns the process exit code."""
     from musicrec.generate import GeneratorError
+    from musicrec.lineage import LineageError
     from musicrec.storage import StorageError
     from pipelines.local_run import RunError
 
@@ -132,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.handler(args)
-    except (RunError, StorageError, GeneratorError) as error:
+    except (RunError, StorageError, GeneratorError, LineageError) as error:
         print(f"musicrec {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyError as error:

@@ -18,6 +18,7 @@ logger = logging.getLogger("musicrec.run")
 
 DEFAULT_SAMPLE_REVIEWS = 40_000
 DEFAULT_SAMPLE_SEED = 2018
+MODEL_STORE = "model_store"  # push_destination of a local run, under its output directory
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -26,7 +27,7 @@ class RunError(RuntimeError):
 
 
 def pipeline_parameters() -> dict[str, str]:
-    """The pipeline's parameters and their KFP types (``STRING``, ``NUMBER_INTEGER``, ...)."""
+    """The pipeline's parameters and their KFP types (``String``, ``Integer``, ``Float``, ``Boolean``)."""
     from pipelines.music_recommender import music_recommender
 
     inputs = music_recommender.component_spec.inputs or {}
@@ -49,18 +50,18 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
             raise RunError(f"--param {name!r}: unknown parameter; the pipeline takes {', '.join(sorted(known))}")
         kind = known[name]
         try:
-            if kind == "NUMBER_INTEGER":
+            if kind == "Integer":
                 parsed[name] = int(value)
-            elif kind == "NUMBER_DOUBLE":
+            elif kind == "Float":
                 parsed[name] = float(value)
-            elif kind == "BOOLEAN":
+            elif kind == "Boolean":
                 if value.lower() not in ("true", "false", "1", "0"):
                     raise ValueError(value)
                 parsed[name] = value.lower() in ("true", "1")
             else:
                 parsed[name] = value
         except ValueError:
-            raise RunError(f"--param {name}={value!r}: expected {kind.lower().replace('_', ' ')}") from None
+            raise RunError(f"--param {name}={value!r}: expected {kind.lower()}") from None
     return parsed
 
 
@@ -71,10 +72,6 @@ def _check_local_input(uri: str) -> None:
     path = Path(uri.removeprefix("file://"))
     if not path.is_file():
         raise RunError(f"cannot read {uri}: {'is a directory' if path.is_dir() else 'not found'}")
-
-
-def _report(task_dir: Path) -> dict[str, Any]:
-    return json.loads((task_dir / "report").read_text())
 
 
 def _picked(report: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -116,25 +113,43 @@ def _rating_summary(report: dict[str, Any]) -> dict[str, Any]:
     return {"rating": _model_summary(report), "ranking": report["ranking"]}
 
 
-# Each built step: its task directory name and how its report becomes summary keys.
+def _evaluate_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate's test scorecard replaces the training steps' test numbers (they agree), plus the blessing."""
+    summary: dict[str, Any] = {"blessed": evaluation["blessed"], "blessing_reasons": evaluation["reasons"],
+                               "serving_check": evaluation["serving_check"], "pushed_model": None}  # fmt: skip
+    return summary
+
+
+def _push_summary(executor_output: dict[str, Any]) -> dict[str, Any]:
+    card = executor_output["artifacts"]["model_card"]["artifacts"][0]["metadata"]
+    values = executor_output.get("parameterValues", {})
+    return {"pushed_model": values["pushed_model"], "pushed_version": int(values["version"]),
+            "pushed_models": {name: card[name] for name in ("sentiment", "encoder", "recommender")},
+            "seconds": card["seconds"]}  # fmt: skip
+
+
+# Each built step: its task directory, the JSON file its results are read from, and how they become summary keys.
 _STEP_SUMMARIES = {
-    "ingest": _ingest_summary,
-    "preprocess": _preprocess_summary,
-    "train-cnn": _sentiment_summary,
-    "train-autoencoder": _autoencoder_summary,
-    "train-dnn": _rating_summary,
+    "ingest": ("report", _ingest_summary),
+    "preprocess": ("report", _preprocess_summary),
+    "train-cnn": ("report", _sentiment_summary),
+    "train-autoencoder": ("report", _autoencoder_summary),
+    "train-dnn": ("report", _rating_summary),
+    "evaluate": ("evaluation", _evaluate_summary),
+    "push": ("executor_output.json", _push_summary),
 }
 
 
 def build_summary(run_dir: Path) -> dict[str, Any]:
     """Collect the results of one finished local run directory (``<pipeline_root>/<pipeline>-<ts>``)."""
     summary: dict[str, Any] = {"run_dir": str(run_dir), "seconds": {}}
-    for step, summarize in _STEP_SUMMARIES.items():
-        task_dir = run_dir / step
-        if task_dir.is_dir():
-            report = _report(task_dir)
-            summary.update(summarize(report))
-            summary["seconds"][step] = report["seconds"]
+    for step, (file_name, summarize) in _STEP_SUMMARIES.items():
+        path = run_dir / step / file_name
+        if path.is_file():
+            document = json.loads(path.read_text())
+            results = summarize(document)
+            summary["seconds"][step] = results.pop("seconds", document.get("seconds"))
+            summary.update(results)
     return summary
 
 
@@ -148,8 +163,8 @@ def run_locally(
     """Run the DAG with ``kfp.local`` and write ``<output_dir>/summary.json``.
 
     Args:
-        output_dir: receives ``data/`` (a generated sample), ``pipeline_root/`` (every task's artifacts)
-            and ``summary.json``.
+        output_dir: receives ``data/`` (a generated sample), ``pipeline_root/`` (every task's artifacts),
+            ``model_store/`` (blessed models, unless ``push_destination`` is given) and ``summary.json``.
         reviews_uri: reviews file; with ``metadata_uri`` unset too, a sample is generated instead.
         metadata_uri: metadata file.
         parameters: further pipeline arguments by name.
@@ -190,7 +205,8 @@ def run_locally(
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
-            music_recommender(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **(parameters or {}))
+            arguments = {"push_destination": str(output / MODEL_STORE), **(parameters or {})}
+            music_recommender(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **arguments)
         except RuntimeError as error:
             message = _ANSI.sub("", str(error)).splitlines()[0]
             raise RunError(f"{message} (the task's log above says why)") from None

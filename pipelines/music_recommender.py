@@ -2,12 +2,14 @@
 
 from kfp import dsl, kubernetes
 
+from components.evaluate import evaluate
 from components.ingest import ingest
 from components.preprocess import preprocess
+from components.push import push
 from components.train_autoencoder import train_autoencoder
 from components.train_cnn import train_cnn
 from components.train_dnn import train_dnn
-from musicrec.settings import AutoencoderSettings, CnnSettings, RatingSettings, TransformSettings
+from musicrec.settings import AutoencoderSettings, BlessingSettings, CnnSettings, RatingSettings, TransformSettings
 
 PIPELINE_NAME = "music-recommender"
 # The EKS managed node group that carries the NVIDIA GPUs (manifests/), and its taint.
@@ -30,6 +32,7 @@ def on_gpu(task: dsl.PipelineTask) -> dsl.PipelineTask:
 def music_recommender(
     reviews_uri: str,
     metadata_uri: str,
+    push_destination: str,
     review_vocabulary_size: int = TransformSettings.review_vocabulary_size,
     summary_vocabulary_size: int = TransformSettings.summary_vocabulary_size,
     min_token_frequency: int = TransformSettings.min_token_frequency,
@@ -57,7 +60,13 @@ def music_recommender(
     dnn_learning_rate: float = RatingSettings.learning_rate,
     dnn_batch_size: int = RatingSettings.batch_size,
     dnn_epochs: int = RatingSettings.epochs,
+    dnn_negatives: int = RatingSettings.negatives,
     ranking_users: int = RatingSettings.ranking_users,
+    min_sentiment_auc: float = BlessingSettings.min_sentiment_auc,
+    max_rating_rmse: float = BlessingSettings.max_rating_rmse,
+    min_ranking_ndcg: float = BlessingSettings.min_ranking_ndcg,
+    max_regression: float = BlessingSettings.max_regression,
+    serving_tolerance: float = BlessingSettings.serving_tolerance,
     seed: int = CnnSettings.seed,
 ) -> None:
     """Train a review-aware music recommender from Amazon Review Data (2018) "Digital Music".
@@ -65,6 +74,8 @@ def music_recommender(
     Args:
         reviews_uri: Digital_Music.json(.gz): a path in the container, s3://bucket/key or gs://bucket/key.
         metadata_uri: meta_Digital_Music.json(.gz), same schemes.
+        push_destination: the model store blessed models are pushed to (TF Serving layout): s3://bucket/prefix,
+            gs://bucket/prefix or a path on a volume the pods share.
         review_vocabulary_size: the most review tokens in the vocabulary (most frequent in train).
         summary_vocabulary_size: the most summary tokens in the vocabulary.
         min_token_frequency: tokens seen fewer times in train are out of vocabulary.
@@ -92,7 +103,13 @@ def music_recommender(
         dnn_learning_rate: Adam learning rate of the rating DNN.
         dnn_batch_size: rating DNN examples a step.
         dnn_epochs: the most rating DNN epochs (early stopping on eval RMSE).
+        dnn_negatives: items sampled against each train review for the DNN's ranking (interaction) head.
         ranking_users: the most test users ranked for HR@10 / NDCG@10 (seeded sample; DESIGN.md says 5,000).
+        min_sentiment_auc: blessing needs at least this sentiment test AUC.
+        max_rating_rmse: blessing needs at most this rating test RMSE.
+        min_ranking_ndcg: blessing needs at least this test NDCG@10.
+        max_regression: blessing tolerates this much worsening of those metrics against the pushed version.
+        serving_tolerance: blessing tolerates this AUC gap between the served SavedModel and training's measure.
         seed: seeds every model's weights, shuffling and dropout.
     """
     ingest_task = (
@@ -156,7 +173,7 @@ def music_recommender(
         .set_memory_request("8G")
         .set_memory_limit("16G")
     )
-    on_gpu(
+    dnn_task = on_gpu(
         train_dnn(
             transformed_examples=preprocess_task.outputs["transformed_examples"],
             transform_graph=preprocess_task.outputs["transform_graph"],
@@ -169,6 +186,7 @@ def music_recommender(
             learning_rate=dnn_learning_rate,
             batch_size=dnn_batch_size,
             epochs=dnn_epochs,
+            negatives=dnn_negatives,
             ranking_users=ranking_users,
             seed=seed,
         )
@@ -177,3 +195,45 @@ def music_recommender(
         .set_memory_request("8G")
         .set_memory_limit("16G")
     )
+    evaluate_task = (
+        evaluate(
+            examples=ingest_task.outputs["examples"],
+            ingest_report=ingest_task.outputs["report"],
+            transformed_examples=preprocess_task.outputs["transformed_examples"],
+            transform_graph=preprocess_task.outputs["transform_graph"],
+            cnn_model=cnn_task.outputs["model"],
+            cnn_report=cnn_task.outputs["report"],
+            encoder=autoencoder_task.outputs["encoder"],
+            autoencoder_report=autoencoder_task.outputs["report"],
+            projection=autoencoder_task.outputs["projection"],
+            rating_model=dnn_task.outputs["model"],
+            rating_report=dnn_task.outputs["report"],
+            push_destination=push_destination,
+            min_sentiment_auc=min_sentiment_auc,
+            max_rating_rmse=max_rating_rmse,
+            min_ranking_ndcg=min_ranking_ndcg,
+            max_regression=max_regression,
+            serving_tolerance=serving_tolerance,
+        )
+        .set_display_name("Evaluate and bless")
+        .set_cpu_request("2")
+        .set_memory_request("4G")
+        .set_memory_limit("8G")
+    )
+    # The pushed version it compares with changes outside the pipeline: never serve a blessing from cache.
+    evaluate_task.set_caching_options(enable_caching=False)
+    with dsl.If(evaluate_task.outputs["Output"] == True, name="blessed"):  # noqa: E712 - a KFP condition, not a Python test
+        push_task = (
+            push(
+                cnn_model=cnn_task.outputs["model"],
+                encoder=autoencoder_task.outputs["encoder"],
+                rating_model=dnn_task.outputs["model"],
+                evaluation=evaluate_task.outputs["evaluation"],
+                push_destination=push_destination,
+            )
+            .set_display_name("Push blessed models")
+            .set_cpu_request("1")
+            .set_memory_request("2G")
+            .set_memory_limit("4G")
+        )
+        push_task.set_caching_options(enable_caching=False)

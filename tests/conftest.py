@@ -97,3 +97,52 @@ def small_cnn(small_preprocessed: dict[str, Path], tmp_path_factory: pytest.Temp
     report = train_sentiment(small_preprocessed["transformed"], small_preprocessed["graph"], out / "model",
                              out / "report.json", small_cnn_settings())  # fmt: skip
     return out, report
+
+
+@pytest.fixture(scope="session")
+def small_models(small_cnn: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The trained small sentiment model beside a small encoder and rating-shaped Keras model."""
+    cnn_dir, _ = small_cnn
+    root = tmp_path_factory.mktemp("models")
+    import keras
+
+    from musicrec.autoencoder import ENCODER_FILE, build_autoencoder
+    from musicrec.settings import AutoencoderSettings
+
+    _, encoder = build_autoencoder(6, AutoencoderSettings(bottleneck=2, hidden_units=(4,)))
+    (root / "encoder").mkdir()
+    encoder.save(root / "encoder" / ENCODER_FILE)
+    (root / "encoder" / "normalization.json").write_text('{"mean": [0], "std": [1]}')
+    user = keras.Input(shape=(), dtype="int64", name="user_index")
+    rating = keras.layers.Dense(1)(keras.layers.Embedding(5, 3)(user))
+    (root / "recommender").mkdir()
+    keras.Model({"user_index": user}, rating).save(root / "recommender" / "rating_model.keras")
+    (root / "recommender" / "users").write_text("A1\nA2\n")
+    return {"sentiment": cnn_dir / "model", "encoder": root / "encoder", "recommender": root / "recommender"}
+
+
+@pytest.fixture(scope="session")
+def small_evaluation(
+    small_models: dict[str, Path], small_dataset: GeneratedFiles, small_preprocessed: dict[str, Path]
+) -> dict:
+    """A blessed evaluation whose lineage names real artifacts and the real raw input files."""
+    from musicrec.lineage import ArtifactRef, build_chain, record_evaluation
+    from musicrec.storage import file_sha256
+
+    inputs = {
+        role: {"uri": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for role, path in (("reviews", small_dataset.reviews_path), ("metadata", small_dataset.metadata_path))
+    }
+    refs = [
+        ArtifactRef(step, name, str(path), path)
+        for step, name, path in (("ingest", "examples", small_preprocessed["examples"]),
+                                 ("preprocess", "transform_graph", small_preprocessed["graph"]),
+                                 ("train_cnn", "model", small_models["sentiment"]))
+    ]  # fmt: skip
+    lineage = build_chain(refs, inputs)
+    record_evaluation(lineage, True, ["pass: test"], {"sentiment_auc": 0.9})
+    return {
+        "blessed": True, "reasons": ["pass: test"], "gated_metrics": {"sentiment_auc": 0.9},
+        "scorecard": {"sentiment": {"test": {"auc": 0.9}, "baselines": {"majority": {"auc": 0.5}}}},
+        "lineage": lineage,
+    }  # fmt: skip

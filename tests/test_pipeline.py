@@ -6,11 +6,12 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from components import BASE_IMAGE
+from components import BASE_IMAGE, GPU_IMAGE
 from pipelines.cli import COMPILED_PIPELINE, compile_pipeline, main
 from pipelines.local_run import RunError, parse_parameters
 
@@ -55,19 +56,39 @@ def test_compiled_pipeline_shape(tmp_path):
     assert "pip install" not in " ".join(container["command"]), "the image carries kfp; no install at run time"
 
 
+def test_push_runs_only_when_evaluate_blesses_and_neither_is_cached(tmp_path):
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "push" not in tasks
+    (condition,) = [task for name, task in tasks.items() if name.startswith("condition")]
+    assert (
+        condition["triggerPolicy"]["condition"]
+        == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    )
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(inner) == ["push"]
+    assert tasks["evaluate"]["cachingOptions"] == {} and inner["push"]["cachingOptions"] == {}
+    evaluate_outputs = spec["components"]["comp-evaluate"]["outputDefinitions"]
+    assert evaluate_outputs["parameters"]["Output"]["parameterType"] == "BOOLEAN"  # the blessing
+    assert evaluate_outputs["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
+    assert "defaultValue" not in spec["root"]["inputDefinitions"]["parameters"]["push_destination"]
+
+
 TRAINING_TASKS = {"train-cnn", "train-autoencoder", "train-dnn"}
 
 
 def test_gpu_requests_toleration_and_node_selector_on_exactly_the_training_tasks(tmp_path):
     documents = list(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
     spec, platform = documents[0], documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    tasks = spec["root"]["dag"]["tasks"]
-    executor_of = {name: task["componentRef"]["name"].replace("comp-", "exec-") for name, task in tasks.items()}
-    for name, executor in executor_of.items():
-        resources = spec["deploymentSpec"]["executors"][executor]["container"].get("resources", {})
+    executors = spec["deploymentSpec"]["executors"]  # one per component, including push inside its condition
+    assert len(executors) == 7
+    for executor, definition in executors.items():
+        name = executor.removeprefix("exec-")
+        resources = definition["container"].get("resources", {})
         on_gpu = name in TRAINING_TASKS
         assert ("accelerator" in resources) == on_gpu, name
         assert (executor in platform) == on_gpu, name
+        assert definition["container"]["image"] == (GPU_IMAGE if on_gpu else BASE_IMAGE), name
         if on_gpu:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
             assert resources["accelerator"]["resourceCount"] == "1"
@@ -75,18 +96,25 @@ def test_gpu_requests_toleration_and_node_selector_on_exactly_the_training_tasks
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
             ]
             assert platform[executor]["nodeSelector"] == {"labels": {"eks.amazonaws.com/nodegroup": "gpu"}}
-    assert TRAINING_TASKS <= set(tasks)
+    assert TRAINING_TASKS <= set(spec["root"]["dag"]["tasks"])
 
 
 def test_compile_can_point_every_step_at_another_image(tmp_path):
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/musicrec:0.1.0"
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", image=image).read_text()))
-    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {image}
+    images = {name: e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    training = {f"exec-{task}" for task in TRAINING_TASKS}
+    assert {name for name, used in images.items() if used == f"{image}-gpu"} == training
+    assert {used for name, used in images.items() if name not in training} == {image}
 
 
 def test_parameters_are_typed_and_checked():
     assert parse_parameters(["reviews_uri=s3://b/k"]) == {"reviews_uri": "s3://b/k"}
+    typed = parse_parameters(["seed=3", "dnn_l2=1e-3", "max_regression=0"])
+    assert typed == {"seed": 3, "dnn_l2": 0.001, "max_regression": 0.0}
+    assert [type(v) for v in typed.values()] == [int, float, float]
+    with pytest.raises(RunError, match=r"--param seed='x': expected integer"):
+        parse_parameters(["seed=x"])
     with pytest.raises(RunError, match="unknown parameter"):
         parse_parameters(["learning_rate=0.1"])
     with pytest.raises(RunError, match="expected name=value"):
@@ -117,7 +145,8 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     """The console script, a generated sample, the DAG through kfp.local, summary.json."""
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--output", str(out), "--sample-reviews", "3000"],
+        [sys.executable, "-m", "pipelines.cli", "run", "--output", str(out), "--sample-reviews", "3000",
+         "--param", "min_ranking_ndcg=0", "--param", "max_rating_rmse=5", "--param", "min_sentiment_auc=0.5"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -148,8 +177,25 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     assert set(summary["rating"]["test"]) == {"rmse", "mae"}
     assert set(summary["rating"]["baselines"]) == {"global_mean", "bias"}
     assert set(summary["ranking"]["test"]) == {"hr@10", "ndcg@10"} and "mostpop" in summary["ranking"]["baselines"]
-    for step_not_built in ("blessed", "pushed_model"):
-        assert step_not_built not in summary
+    # Relaxed thresholds (--param below): a 3,000-review sample is blessed and pushed to the run's model store.
+    assert summary["blessed"] is True and all(r.startswith("pass: ") for r in summary["blessing_reasons"])
+    assert summary["serving_check"]["auc"] == pytest.approx(sentiment["test"]["auc"], abs=0.002)
+    pushed = Path(summary["pushed_model"])
+    assert pushed == out / "model_store" / "recommender" / "1" and (pushed / "saved_model.pb").is_file()
+    assert summary["pushed_version"] == 1 and set(summary["pushed_models"]) == {
+        "sentiment",
+        "encoder",
+        "recommender",
+    }
+    assert {"evaluate", "push"} <= set(summary["seconds"])
+    report = next((out / "pipeline_root").glob("music-recommender-*/evaluate/report")).read_text()
+    assert report.count("data:image/png;base64,") >= 5 and "BLESSED" in report
+    assert "lineage of " in result.stdout and "input reviews" in result.stdout
+    verified = subprocess.run([sys.executable, "-m", "pipelines.cli", "lineage", str(pushed), "--verify"],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert ", 0 mismatch, 0 unreachable" in verified.stdout
+    assert main(["lineage", str(out), "--verify"]) == 0  # the run directory's own chain
 
 
 @pytest.mark.slow
@@ -162,10 +208,15 @@ def test_musicrec_run_from_s3_through_kfp_local(tmp_path, s3_env, small_dataset)
     client.upload_file(str(small_dataset.metadata_path), "musicrec-e2e", "m.json.gz")
     out = tmp_path / "run"
     assert main(["run", "--output", str(out), "--reviews", "s3://musicrec-e2e/r.json.gz",
-                 "--metadata", "s3://musicrec-e2e/m.json.gz"]) == 0  # fmt: skip
+                 "--metadata", "s3://musicrec-e2e/m.json.gz",
+                 "--param", "min_sentiment_auc=1.01"]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ingest"]["inputs"]["reviews"]["uri"] == "s3://musicrec-e2e/r.json.gz"
     assert summary["ingest"]["lines_read"] == 3000
+    # An AUC no model reaches: evaluate says why, push is skipped, nothing reaches the model store.
+    assert summary["blessed"] is False and summary["pushed_model"] is None
+    assert any(r.startswith("FAIL: sentiment test AUC") for r in summary["blessing_reasons"])
+    assert not (out / "model_store").exists() and "push" not in summary["seconds"]
 
 
 @pytest.mark.slow

@@ -10,11 +10,21 @@ import pytest
 from musicrec import features
 from musicrec.rating import (
     BIAS_DAMPING,
+    BIAS_INPUT,
+    INTERACTION_OUTPUT,
+    RATING_OUTPUT,
     History,
+    bias_inputs,
     build_rating_model,
     damped_bias_baseline,
+    fit_text_projection,
     history_inputs,
+    implicit_pairs,
+    pair_inputs,
+    ranking_score,
     recommend,
+    sample_negatives,
+    text_codes,
     top_items,
     train_rating,
 )
@@ -70,12 +80,92 @@ def test_damped_bias_baseline_by_hand():
     assert user_bias[1] == pytest.approx((0.0 - item_bias[0]) / (1 + BIAS_DAMPING))
 
 
+def test_train_bias_inputs_are_the_baseline_refit_without_the_review():
+    history, train = toy_history()
+    # Outside train: exactly the damped bias baseline.
+    mean, user_bias, item_bias = damped_bias_baseline(train["users"], train["items"], train["rating"], 4, 4)
+    users, items = np.array([0, 1, 3]), np.array([2, 1, 0])
+    assert np.allclose(bias_inputs(history, users, items), mean + user_bias[users] + item_bias[items])
+    # A train review: the baseline fit on every other review (its mean kept, as the rest of the inputs do).
+    loo = bias_inputs(history, train["users"], train["items"], {"rating": train["rating"]})
+    for row in range(len(train["users"])):
+        rest = np.arange(len(train["users"])) != row
+        ratings = train["rating"][rest]
+        item_sums = np.bincount(train["items"][rest], ratings - mean, 4)
+        refit_item = item_sums / (np.bincount(train["items"][rest], minlength=4) + BIAS_DAMPING)
+        residual = ratings - mean - refit_item[train["items"][rest]]
+        refit_user = np.bincount(train["users"][rest], residual, 4) / (
+            np.bincount(train["users"][rest], minlength=4) + BIAS_DAMPING
+        )
+        user, item = train["users"][row], train["items"][row]
+        assert loo[row] == pytest.approx(mean + refit_user[user] + refit_item[item], abs=1e-6)
+
+
+def test_a_negative_shares_its_review_s_user_side_and_keeps_its_item_whole():
+    """A sampled negative's user history leaves its positive out too, so user features cannot tell them apart."""
+    history, train = toy_history()
+    own = {"rating": train["rating"][:1], "sentiment": train["sentiment"][:1], "code": train["code"][:1]}
+    positive = history_inputs(history, train["users"][:1], train["items"][:1], own)
+    negative = history_inputs(history, np.array([0]), np.array([2]), {**own, "item": np.array([0])})
+    outside = history_inputs(history, np.array([0]), np.array([2]))
+    user_width = 2 + 4  # code, sentiment, damped mean, log count, seen
+    assert np.allclose(negative[:, :user_width], positive[:, :user_width])
+    assert np.allclose(negative[:, user_width : 2 * user_width], outside[:, user_width : 2 * user_width])
+    assert not np.allclose(negative[:, :user_width], outside[:, :user_width])
+
+
+def test_negatives_are_seeded_and_never_a_users_train_item():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 30, 600), rng.integers(0, 12, 600)
+    history = History.from_train(users, items, np.full(600, 4.0), np.full(600, 0.5), np.zeros((600, 2)),
+                                 np.zeros((600, 4), np.float32), 31, 13)  # fmt: skip
+    rows, negatives = sample_negatives(history, users, 12, 3, seed=9)
+    assert len(rows) > 0 and (negatives < 12).all()
+    assert not history.reviewed(users[rows], negatives).any()
+    reviewed = {(int(u), int(i)) for u, i in zip(users, items, strict=True)}
+    assert not {(int(users[r]), int(n)) for r, n in zip(rows, negatives, strict=True)} & reviewed
+    again = sample_negatives(history, users, 12, 3, seed=9)
+    assert np.array_equal(rows, again[0]) and np.array_equal(negatives, again[1])
+    assert not np.array_equal(negatives, sample_negatives(history, users, 12, 3, seed=10)[1])
+
+
+def test_implicit_pairs_label_reviews_one_and_negatives_zero():
+    history, train = toy_history()
+    table = {features.USER_INDEX: train["users"], features.ITEM_INDEX: train["items"], "rating": train["rating"],
+             "sentiment": train["sentiment"], "code": train["code"]}  # fmt: skip
+    inputs, labels = implicit_pairs(history, table, 3, per_positive=2, seed=1, leave_out=True)
+    assert labels[:5].tolist() == [1.0] * 5 and not labels[5:].any()
+    negative = labels == 0
+    assert not history.reviewed(inputs[features.USER_INDEX][negative], inputs[features.ITEM_INDEX][negative]).any()
+    own = {"rating": train["rating"], "sentiment": train["sentiment"], "code": train["code"]}
+    expected = pair_inputs(history, train["users"], train["items"], own)
+    assert np.allclose(inputs["history"][:5], expected["history"])
+    assert np.allclose(inputs[BIAS_INPUT][:5], expected[BIAS_INPUT])
+
+
+def test_text_codes_separate_items_by_their_words_and_read_only_their_own_review():
+    # Items 0-1 are reviewed with tokens 1-3, items 2-3 with tokens 4-6; token 7 is on every review.
+    rng = np.random.default_rng(3)
+    items = np.repeat(np.arange(4), 20)
+    tokens = np.where((items < 2)[:, None], rng.integers(1, 4, (80, 5)), rng.integers(4, 7, (80, 5)))
+    tokens = np.concatenate([tokens, np.full((80, 1), 7), np.zeros((80, 2), np.int64)], axis=1)
+    corpus_rate, projection = fit_text_projection(tokens, items, 5)
+    codes = text_codes(tokens, corpus_rate, projection)
+    profiles = np.stack([codes[items == i].mean(0) for i in range(4)])
+    assert np.linalg.norm(profiles[0] - profiles[1]) < np.linalg.norm(profiles[0] - profiles[2]) / 5
+    assert np.allclose(text_codes(tokens[:3], corpus_rate, projection), codes[:3], atol=1e-6)
+
+
 def test_predictions_are_valid_ratings_and_top_items_skip_history():
-    model = build_rating_model(5, 6, 7, SETTINGS)
+    networks = build_rating_model(5, 6, 7, SETTINGS)
     inputs = {features.USER_INDEX: np.array([0, 4]), features.ITEM_INDEX: np.array([1, 5]),
-              "history": np.random.default_rng(0).normal(size=(2, 7)).astype(np.float32) * 100}  # fmt: skip
-    predictions = model.predict(inputs, verbose=0)
-    assert ((predictions >= 1.0) & (predictions <= 5.0)).all()
+              "history": np.random.default_rng(0).normal(size=(2, 7)).astype(np.float32) * 100,
+              BIAS_INPUT: np.array([[-3.0], [9.0]], np.float32)}  # fmt: skip
+    predicted = networks.model.predict(inputs, verbose=0)
+    assert ((predicted[RATING_OUTPUT] >= 1.0) & (predicted[RATING_OUTPUT] <= 5.0)).all()
+    assert ((predicted[INTERACTION_OUTPUT] >= 0.0) & (predicted[INTERACTION_OUTPUT] <= 1.0)).all()
+    # The rating head starts at the (clipped) bias prediction: training starts from the baseline.
+    assert predicted[RATING_OUTPUT].reshape(-1).tolist() == [1.0, 5.0]
     assert top_items(np.array([0.1, 0.9, 0.5, 0.7]), np.array([1]), 2).tolist() == [3, 2]
 
 
@@ -118,3 +208,24 @@ def test_recommend_returns_unseen_items_for_a_train_user(trained):
     assert all(1.0 <= score <= 5.0 for _, score in recommended)
     with pytest.raises(KeyError, match="no train history"):
         recommend(out / "model", "ANOBODY", k=5)
+
+
+def test_recommend_ranks_by_the_measured_interaction_score(trained):
+    """The CLI's recommendations follow the same score as the report's HR@10 / NDCG@10."""
+    import keras
+
+    out, _ = trained
+    users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
+    items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
+    history = History.load(out / "model" / "history.npz")
+    model = keras.models.load_model(out / "model" / "rating_model.keras")
+    user = int(np.argmax(history.user_count[: len(users)]))
+    pairs = pair_inputs(history, np.full(len(items), user), np.arange(len(items)))
+    predicted = model.predict(pairs, verbose=0)
+    probability = predicted[INTERACTION_OUTPUT].reshape(-1)
+    assert np.array_equal(ranking_score(predicted), probability.astype(np.float64))
+    expected = top_items(probability, history.train_items(user), 5)
+    recommended = recommend(out / "model", users[user], k=5)
+    assert [asin for asin, _ in recommended] == [items[i] for i in expected]
+    rating = predicted[RATING_OUTPUT].reshape(-1)
+    assert [score for _, score in recommended] == [round(float(rating[i]), 3) for i in expected]

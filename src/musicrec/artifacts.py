@@ -42,15 +42,42 @@ def publish(staged: Path, target: Path) -> None:
 def directory_sha256(directory: Path) -> str:
     """sha256 over the relative paths and bytes of every file below ``directory``, in sorted order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(directory)).encode())
+    # Sorted as "/"-joined strings, the order an object store lists keys in (see ObjectStore.tree_sha256).
+    for path in sorted(
+        (p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.relative_to(directory).as_posix()
+    ):
+        digest.update(path.relative_to(directory).as_posix().encode())
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 
 
-def attach_metadata(artifacts: Mapping[str, Any], metadata: Mapping[str, Mapping[str, Any]]) -> None:
-    """Copy each step output's metadata (keyed by output name) onto the KFP artifact object of that name."""
+def content_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, or :func:`directory_sha256` of a directory."""
+    from musicrec.storage import file_sha256
+
+    return directory_sha256(path) if path.is_dir() else file_sha256(path)
+
+
+def attach_metadata(artifacts: Mapping[str, Any], metadata: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Stamp each KFP output artifact (keyed by output name) with its content hash, size and provenance.
+
+    Args:
+        artifacts: output name -> KFP artifact object (anything with ``path`` and a ``metadata`` dict); not
+            Metrics artifacts, whose metadata the UI reads as the metrics themselves.
+        metadata: step-specific metadata by output name (row counts, vocabulary sizes, parameters...).
+    """
+    from musicrec.lineage import provenance
+
+    stamp = provenance()
     for name, artifact in artifacts.items():
-        artifact.metadata.update(metadata[name])
+        path = Path(artifact.path)
+        if not path.exists():  # Metrics-like artifacts live only in their metadata
+            artifact.metadata.update({**stamp, **(metadata or {}).get(name, {})})
+            continue
+        size = (
+            sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+        )
+        artifact.metadata.update({"sha256": content_sha256(path), "bytes": size, **stamp})
+        artifact.metadata.update((metadata or {}).get(name, {}))

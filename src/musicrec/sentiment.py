@@ -190,14 +190,19 @@ def token_importance(
 
 
 def token_importance_html(importance: dict[str, dict[str, list]]) -> str:
-    """Bar charts of the most significant review and summary tokens (occlusion on eval)."""
+    """Bar charts of the most significant review and summary tokens (occlusion on eval), as a page."""
+    return figure_html(token_importance_figure(importance), "Most significant tokens (occlusion on eval reviews)")
+
+
+def token_importance_figure(importance: dict[str, dict[str, list]]) -> Any:
+    """Bar charts of the most significant review and summary tokens (a matplotlib figure)."""
     figure, axes = new_figure(columns=len(importance), height=6.0)
     for axis, (feature, sides) in zip(np.atleast_1d(axes), importance.items(), strict=True):
         entries = sides["negative"][::-1] + sides["positive"][::-1]
         axis.barh([token for token, _ in entries], [score for _, score in entries],
                   color=["#c0392b" if score < 0 else "#2e86c1" for _, score in entries])  # fmt: skip
         axis.set(title=feature.replace("_", " "), xlabel="drop in P(positive) when the token is removed")
-    return figure_html(figure, "Most significant tokens (occlusion on eval reviews)")
+    return figure
 
 
 def _predict(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:

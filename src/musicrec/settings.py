@@ -93,8 +93,10 @@ class RatingSettings:
         learning_rate: Adam learning rate.
         batch_size: examples a step.
         epochs: the most epochs; early stopping on eval RMSE may stop sooner.
+        negatives: items sampled (seeded, never one the user reviewed) against each train review for the
+            interaction head, which learns whether a user reviews an item.
         ranking_users: the most test users ranked for HR@10 / NDCG@10 (a seeded sample).
-        seed: seeds weights, shuffling, dropout and the user sample.
+        seed: seeds weights, shuffling, dropout, negative items and the user sample.
     """
 
     id_embedding_dim: int = 8
@@ -104,5 +106,29 @@ class RatingSettings:
     learning_rate: float = 2e-3
     batch_size: int = 512
     epochs: int = 8
+    negatives: int = 4
     ranking_users: int = 5_000
     seed: int = 42
+
+
+@dataclass(frozen=True)
+class BlessingSettings:
+    """When the evaluate step blesses a run for push (pipeline parameters).
+
+    A run is blessed only if every model beats its trivial baseline, meets these thresholds on the test split,
+    serves what was measured, and is no worse than the currently pushed run beyond ``max_regression``.
+
+    Args:
+        min_sentiment_auc: the lowest sentiment test ROC AUC.
+        max_rating_rmse: the highest rating test RMSE (stars).
+        min_ranking_ndcg: the lowest test NDCG@10.
+        max_regression: how much worse than the pushed run any of those three metrics may be.
+        serving_tolerance: the largest AUC difference between the exported SavedModel on raw test text and
+            the training step's measurement (more means training/serving skew).
+    """
+
+    min_sentiment_auc: float = 0.85
+    max_rating_rmse: float = 1.1
+    min_ranking_ndcg: float = 0.01
+    max_regression: float = 0.01
+    serving_tolerance: float = 0.002

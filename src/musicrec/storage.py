@@ -1,4 +1,7 @@
-"""Streaming reads from a local path, ``s3://`` (boto3) or ``gs://`` (google-cloud-storage).
+"""Storage on a local path, ``s3://`` (boto3) or ``gs://`` (google-cloud-storage).
+
+Streaming line reads for ingest (:class:`LineReader`), and :class:`ObjectStore` (list, conditional create,
+upload, checksum, publish) for push and lineage.
 
 Clients are built from the standard environment: the AWS credential chain and ``AWS_ENDPOINT_URL`` /
 ``AWS_ENDPOINT_URL_S3`` for boto3; application default credentials and ``STORAGE_EMULATOR_HOST`` for
@@ -8,15 +11,27 @@ the URI, so a pipeline step can stop with a clear error instead of a stack of li
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import gzip
 import hashlib
 import io
+import logging
+import os
+import random
+import shutil
+import time
+import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+from typing_extensions import override
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 GZIP_MAGIC = b"\x1f\x8b"
 _READ_BUFFER_BYTES = 4 * 1024 * 1024
@@ -173,3 +188,407 @@ class LineReader:
             # Hash the whole object even if the decompressor stopped before trailing bytes.
             while buffered.read(_READ_BUFFER_BYTES):
                 pass
+
+
+# --- writable stores (push, lineage) ---------------------------------------------------------------------
+_TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_TRANSIENT_S3_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "ThrottlingException",
+     "RequestTimeTooSkewed", "ConditionalRequestConflict"}
+)  # fmt: skip
+_TRANSIENT_NAMES = frozenset(
+    {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
+     "ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError"}
+)  # fmt: skip
+RETRY_ATTEMPTS = 5
+RETRY_BASE_SECONDS = 0.2
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status of a botocore or google.api_core error, when it carries one."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status else None
+    code = getattr(error, "code", None)
+    return code if isinstance(code, int) else None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying may help: dropped connections, timeouts, throttling and 5xx answers."""
+    if isinstance(error, ConnectionError | TimeoutError) or type(error).__name__ in _TRANSIENT_NAMES:
+        return True
+    response = getattr(error, "response", None)
+    if isinstance(response, dict) and response.get("Error", {}).get("Code") in _TRANSIENT_S3_CODES:
+        return True
+    return _status(error) in _TRANSIENT_STATUS
+
+
+def with_retries(operation: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS) -> T:
+    """Run ``operation``, retrying transient failures with exponential backoff and jitter.
+
+    Raises:
+        StorageError: at once for a permanent failure (permission, missing bucket...), or after ``attempts``
+            transient ones; the message names ``what`` and the cause.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except StorageError:
+            raise
+        except Exception as error:  # each backend raises its own family
+            if not is_transient(error):
+                raise StorageError(f"cannot {what}: {_describe(error)}") from error
+            if attempt == attempts:
+                raise StorageError(
+                    f"cannot {what}: {_describe(error)} (gave up after {attempts} attempts)"
+                ) from error
+            delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (1 + random.random())
+            logger.warning("%s failed (%s); retry %d of %d in %.1f s", what, _describe(error), attempt,
+                           attempts - 1, delay)  # fmt: skip
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def stream_sha256(stream: BinaryIO) -> str:
+    """Hex sha256 of everything left in a binary stream, read in blocks."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(_READ_BUFFER_BYTES), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of one local file."""
+    with open(path, "rb") as handle:
+        return stream_sha256(handle)
+
+
+class ObjectStore(abc.ABC):
+    """Objects under one base URI (a local directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``).
+
+    Keys are ``/``-separated paths relative to the base. Every call retries transient errors
+    (:func:`with_retries`) and fails with a one-line :class:`StorageError` naming the URI.
+    """
+
+    def __init__(self, base_uri: str) -> None:
+        self.base_uri = base_uri.rstrip("/")
+
+    def uri(self, key: str = "") -> str:
+        """The full URI of ``key``."""
+        return f"{self.base_uri}/{key}" if key else self.base_uri
+
+    def _retry(self, operation: Callable[[], T], verb: str, key: str) -> T:
+        return with_retries(operation, f"{verb} {self.uri(key)}")
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key below ``prefix`` (recursive), sorted."""
+
+    @abc.abstractmethod
+    def read(self, key: str) -> bytes:
+        """The bytes of one object."""
+
+    @abc.abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Create or replace one object with ``data`` (readers see the old or the new bytes, never a part)."""
+
+    @abc.abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``data`` only if ``key`` does not exist yet (atomically); ``False`` if it already existed."""
+
+    @abc.abstractmethod
+    def upload(self, key: str, path: Path) -> None:
+        """Copy one local file to ``key``."""
+
+    @abc.abstractmethod
+    def sha256(self, key: str) -> str:
+        """Hex sha256 of the stored bytes of ``key``, streamed back from the store."""
+
+    @abc.abstractmethod
+    def promote(self, source: str, target: str, keys: list[str]) -> None:
+        """Move ``source/<key>`` to ``target/<key>`` for each key, in order; ``target`` must not exist."""
+
+    @abc.abstractmethod
+    def delete(self, prefix: str) -> None:
+        """Remove every object below ``prefix``."""
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` names an object."""
+        return key in self.list(key)
+
+    def tree_sha256(self, prefix: str = "") -> str:
+        """Content hash of ``prefix``: of the object's bytes if it is one, else over relative paths and bytes.
+
+        Matches :func:`musicrec.artifacts.directory_sha256` and :func:`file_sha256` on a local copy.
+        """
+        keys = self.list(prefix)
+        if keys == [prefix] or (not prefix and keys == [""]):
+            return self.sha256(prefix)
+        if not keys:
+            raise StorageError(f"cannot read {self.uri(prefix)}: not found")
+        digest = hashlib.sha256()
+        base = f"{prefix}/" if prefix else ""
+        for key in sorted(keys, key=lambda k: k[len(base) :]):
+            digest.update(key[len(base) :].encode())
+            digest.update(self.read(key))
+        return digest.hexdigest()
+
+
+class LocalStore(ObjectStore):
+    """A directory; publishing a version is one ``rename``, so it appears whole or not at all."""
+
+    def __init__(self, base_uri: str) -> None:
+        super().__init__(base_uri)
+        self.root = parse_uri(base_uri).local_path if base_uri.startswith("file://") else Path(base_uri)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key if key else self.root
+
+    @override
+    def list(self, prefix: str = "") -> list[str]:
+        path = self._path(prefix)
+        if path.is_file():
+            return [prefix]
+        if not path.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in path.rglob("*") if p.is_file())
+
+    @override
+    def read(self, key: str) -> bytes:
+        with translate_errors(self.uri(key)):
+            return self._path(key).read_bytes()
+
+    def _temporary(self, key: str, data: bytes) -> Path:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        temporary.write_bytes(data)
+        return temporary
+
+    @override
+    def write(self, key: str, data: bytes) -> None:
+        with translate_errors(self.uri(key)):
+            os.replace(self._temporary(key, data), self._path(key))
+
+    @override
+    def create(self, key: str, data: bytes) -> bool:
+        with translate_errors(self.uri(key)):
+            temporary = self._temporary(key, data)
+            try:
+                os.link(temporary, self._path(key))  # fails if the key exists: an atomic create-if-absent
+            except FileExistsError:
+                return False
+            finally:
+                temporary.unlink()
+            return True
+
+    @override
+    def upload(self, key: str, path: Path) -> None:
+        with translate_errors(self.uri(key)):
+            target = self._path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+    @override
+    def sha256(self, key: str) -> str:
+        with translate_errors(self.uri(key)):
+            return file_sha256(self._path(key))
+
+    @override
+    def promote(self, source: str, target: str, keys: list[str]) -> None:
+        with translate_errors(self.uri(target)):
+            destination = self._path(target)
+            if destination.exists():
+                raise StorageError(f"cannot publish {self.uri(target)}: it already exists")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self._path(source), destination)
+
+    @override
+    def delete(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
+class _BucketStore(ObjectStore):
+    """A prefix in an object-store bucket: keys are joined to ``prefix`` with ``/``."""
+
+    prefix: str
+
+    @staticmethod
+    def _split(base_uri: str) -> tuple[str, str]:
+        bucket, _, prefix = base_uri.partition("://")[2].partition("/")
+        if not bucket:
+            raise StorageError(f"{base_uri}: expected a bucket, as in s3://bucket/prefix or gs://bucket/prefix")
+        return bucket, prefix.strip("/")
+
+    def _key(self, key: str) -> str:
+        return "/".join(part for part in (self.prefix, key) if part)
+
+    @abc.abstractmethod
+    def _open(self, key: str) -> BinaryIO:
+        """A readable stream of the object's bytes."""
+
+    @abc.abstractmethod
+    def _put_if_absent(self, key: str, data: bytes) -> None:
+        """Write one object with a precondition that it does not exist (HTTP 412 if it does)."""
+
+    @override
+    def create(self, key: str, data: bytes) -> bool:
+        def run() -> bool:
+            try:
+                self._put_if_absent(key, data)
+            except Exception as error:
+                if _status(error) == 412:  # PreconditionFailed: someone else holds the key
+                    return False
+                raise
+            return True
+
+        return self._retry(run, "create", key)
+
+    @abc.abstractmethod
+    def _copy(self, source: str, target: str) -> None:
+        """A server-side copy of one object."""
+
+    @override
+    def sha256(self, key: str) -> str:
+        def run() -> str:
+            with contextlib.closing(self._open(key)) as stream:
+                return stream_sha256(stream)
+
+        return self._retry(run, "read", key)
+
+    @override
+    def promote(self, source: str, target: str, keys: list[str]) -> None:
+        if self.list(target):
+            raise StorageError(f"cannot publish {self.uri(target)}: it already exists")
+        for (
+            key
+        ) in keys:  # object stores have no rename: copy server-side in the caller's order, then drop the source
+            self._retry(lambda k=key: self._copy(f"{source}/{k}", f"{target}/{k}"), "publish", f"{target}/{key}")
+        self.delete(source)
+
+    def _relative_keys(self, full_keys: Iterable[str], prefix: str) -> list[str]:
+        """Keys relative to the base of the objects at or below ``prefix``.
+
+        A raw listing by prefix also returns siblings that merely start with the same characters; they are dropped.
+        """
+        full = self._key(prefix)
+        kept = [k for k in full_keys if not full or k == full or k.startswith(full + "/")]
+        return sorted("" if k == self.prefix else k[len(self.prefix) + 1 :] if self.prefix else k for k in kept)
+
+
+class S3Store(_BucketStore):
+    """An S3 prefix through boto3 (``AWS_ENDPOINT_URL`` and the credential chain apply)."""
+
+    def __init__(self, base_uri: str) -> None:
+        import boto3
+
+        super().__init__(base_uri)
+        self.bucket, self.prefix = self._split(base_uri)
+        self.client = boto3.client("s3")
+
+    @override
+    def list(self, prefix: str = "") -> list[str]:
+        def run() -> list[str]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            return self._relative_keys((o["Key"] for page in pages for o in page.get("Contents", [])), prefix)
+
+        return self._retry(run, "list", prefix)
+
+    @override
+    def read(self, key: str) -> bytes:
+        return self._retry(lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read(),
+                           "read", key)  # fmt: skip
+
+    @override
+    def write(self, key: str, data: bytes) -> None:
+        self._retry(
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data), "write", key
+        )
+
+    def _put_if_absent(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+
+    @override
+    def upload(self, key: str, path: Path) -> None:
+        self._retry(lambda: self.client.upload_file(str(path), self.bucket, self._key(key)), "upload", key)
+
+    def _open(self, key: str) -> BinaryIO:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+
+    def _copy(self, source: str, target: str) -> None:
+        self.client.copy({"Bucket": self.bucket, "Key": self._key(source)}, self.bucket, self._key(target))
+
+    @override
+    def delete(self, prefix: str) -> None:
+        keys = self.list(prefix)
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            self._retry(lambda b=batch: self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": b}),
+                        "delete", prefix)  # fmt: skip
+
+
+class GcsStore(_BucketStore):
+    """A GCS prefix through google-cloud-storage (``STORAGE_EMULATOR_HOST`` and ADC apply)."""
+
+    def __init__(self, base_uri: str) -> None:
+        from google.cloud import storage
+
+        super().__init__(base_uri)
+        bucket, self.prefix = self._split(base_uri)
+        self.bucket = storage.Client().bucket(bucket)
+
+    @override
+    def list(self, prefix: str = "") -> list[str]:
+        def run() -> list[str]:
+            blobs = self.bucket.client.list_blobs(self.bucket, prefix=self._key(prefix))
+            return self._relative_keys((blob.name for blob in blobs), prefix)
+
+        return self._retry(run, "list", prefix)
+
+    @override
+    def read(self, key: str) -> bytes:
+        return self._retry(lambda: self.bucket.blob(self._key(key)).download_as_bytes(), "read", key)
+
+    @override
+    def write(self, key: str, data: bytes) -> None:
+        self._retry(lambda: self.bucket.blob(self._key(key)).upload_from_string(data), "write", key)
+
+    def _put_if_absent(self, key: str, data: bytes) -> None:
+        self.bucket.blob(self._key(key)).upload_from_string(data, if_generation_match=0)
+
+    @override
+    def upload(self, key: str, path: Path) -> None:
+        self._retry(lambda: self.bucket.blob(self._key(key)).upload_from_filename(str(path)), "upload", key)
+
+    def _open(self, key: str) -> BinaryIO:
+        return self.bucket.blob(self._key(key)).open("rb", chunk_size=_READ_BUFFER_BYTES)
+
+    def _copy(self, source: str, target: str) -> None:
+        self.bucket.copy_blob(self.bucket.blob(self._key(source)), self.bucket, self._key(target))
+
+    @override
+    def delete(self, prefix: str) -> None:
+        for key in self.list(prefix):
+            self._retry(lambda k=key: self.bucket.blob(self._key(k)).delete(), "delete", key)
+
+
+def open_store(base_uri: str) -> ObjectStore:
+    """The store behind ``base_uri``: a local directory, ``s3://bucket[/prefix]`` or ``gs://bucket[/prefix]``.
+
+    Raises:
+        StorageError: an empty URI or an unsupported scheme.
+    """
+    if not base_uri:
+        raise StorageError("empty URI: expected a local directory, s3://bucket/prefix or gs://bucket/prefix")
+    scheme = base_uri.partition("://")[0] if "://" in base_uri else "file"
+    stores: dict[str, type[ObjectStore]] = {"file": LocalStore, "s3": S3Store, "gs": GcsStore}
+    if scheme not in stores:
+        raise StorageError(f"unsupported URI scheme {scheme!r} in {base_uri}: use a local path, s3:// or gs://")
+    return stores[scheme](base_uri)

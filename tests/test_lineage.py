@@ -1,0 +1,107 @@
+"""Lineage: provenance stamps, the chain behind a pushed model, `musicrec lineage` and its --verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from musicrec.artifacts import attach_metadata, directory_sha256
+from musicrec.lineage import GIT_REVISION_VARIABLE, IMAGE_VARIABLE, LineageError, load, provenance, render_tree
+from musicrec.push import push_models
+from musicrec.storage import LocalStore
+from pipelines.cli import main
+
+
+@pytest.fixture
+def pushed(small_models, small_evaluation, tmp_path) -> tuple[Path, dict]:
+    """One push to a local store; returns the store and the commit record."""
+    return tmp_path / "store", push_models(small_models, small_evaluation, str(tmp_path / "store"))
+
+
+def test_provenance_names_version_revision_and_image(monkeypatch):
+    local = provenance()
+    assert local["package_version"] == "0.1.0"
+    assert local["git_revision"] != "" and local["image"].startswith("local")
+    monkeypatch.setenv(GIT_REVISION_VARIABLE, "abc123")
+    monkeypatch.setenv(IMAGE_VARIABLE, "123.dkr.ecr.eu-west-1.amazonaws.com/musicrec:0.1.0")
+    assert provenance() == {"package_version": "0.1.0", "git_revision": "abc123",
+                            "image": "123.dkr.ecr.eu-west-1.amazonaws.com/musicrec:0.1.0"}  # fmt: skip
+
+
+def test_every_artifact_is_stamped_with_hash_size_and_provenance(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"\x00" * 10)
+    (tmp_path / "report.json").write_text("{}")
+    artifacts = {
+        name: SimpleNamespace(path=str(tmp_path / name), metadata={}) for name in ("model", "report.json")
+    }
+    attach_metadata(artifacts, {"model": {"bottleneck": 8}})
+    model = artifacts["model"].metadata
+    assert model["sha256"] == directory_sha256(tmp_path / "model") and model["bytes"] == 10
+    assert model["bottleneck"] == 8 and model["package_version"] == "0.1.0" and "git_revision" in model
+    assert artifacts["report.json"].metadata["bytes"] == 2
+
+
+def test_a_store_hashes_a_directory_as_the_local_hash_does(small_models):
+    directory = small_models["sentiment"]
+    assert LocalStore(str(directory)).tree_sha256() == directory_sha256(directory)
+
+
+def test_the_pushed_lineage_chains_back_to_the_raw_inputs(pushed, small_dataset, capsys):
+    store, record = pushed
+    target = record["models"]["sentiment"]
+    assert main(["lineage", target]) == 0
+    tree = capsys.readouterr().out
+    assert tree.splitlines()[0].startswith("model sentiment version 1")
+    assert "evaluate: blessed" in tree and "train_cnn" in tree and "input reviews" in tree
+    assert str(small_dataset.reviews_path) in tree and "code: musicrec 0.1.0 @ " in tree
+    assert main(["lineage", str(store / "sentiment"), "--json"]) == 0  # the model resolves to its newest version
+    document = json.loads(capsys.readouterr().out)
+    assert document["model"]["uri"] == target and document["steps"]["ingest"]["inputs"]["reviews"]["bytes"] > 0
+
+
+def test_verify_passes_on_a_fresh_push_and_flags_a_tampered_file(pushed, small_models, capsys):
+    store, record = pushed
+    target = record["models"]["sentiment"]
+    assert main(["lineage", target, "--verify"]) == 0
+    assert "mismatch" not in capsys.readouterr().out.split("verify: ")[1].split(",")[0]
+    (Path(target) / "variables" / "variables.index").write_bytes(b"tampered")
+    assert main(["lineage", target, "--verify"]) == 1
+    captured = capsys.readouterr()
+    assert "1 mismatch" in captured.out and "variables/variables.index" in captured.out
+    assert "musicrec lineage: error: 1 artifact(s) changed" in captured.err
+    assert main(["lineage", target, "--verify", "--json"]) == 1
+    checks = json.loads(capsys.readouterr().out)["verification"]
+    assert [c["uri"] for c in checks if c["status"] == "mismatch"] == [f"{target}/variables/variables.index"]
+
+
+def test_verify_reports_an_unreachable_input_without_failing(pushed, small_evaluation, tmp_path):
+    _, record = pushed
+    lineage = load(record["models"]["encoder"])
+    lineage["steps"]["ingest"]["inputs"]["reviews"]["uri"] = str(tmp_path / "gone.json.gz")
+    from musicrec.lineage import verify
+
+    statuses = {check["uri"]: check["status"] for check in verify(lineage)}
+    assert statuses[str(tmp_path / "gone.json.gz")] == "unreachable"
+    assert "mismatch" not in statuses.values()
+
+
+def test_lineage_of_nothing_is_a_one_line_error(tmp_path, capsys):
+    assert main(["lineage", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip().startswith(f"musicrec lineage: error: {tmp_path}: no lineage.json here")
+    with pytest.raises(LineageError):
+        load(str(tmp_path / "missing"))
+
+
+def test_render_tree_of_a_run_lists_every_step_once():
+    chain = [("ingest", []), ("preprocess", ["ingest"]), ("train_cnn", ["preprocess"])]
+    steps = {step: {"upstream": up, "artifacts": [{"name": "x", "sha256": "0" * 64, "uri": f"/r/{step}/x"}]}
+             for step, up in chain}  # fmt: skip
+    steps["ingest"]["inputs"] = {"reviews": {"uri": "s3://b/r.json.gz", "sha256": "1" * 64, "bytes": 5}}
+    tree = render_tree({"steps": steps, "evaluation": {"blessed": False, "reasons": ["FAIL: x"]}})
+    assert tree.splitlines()[0] == "evaluate: NOT blessed"
+    assert sum(line.strip().startswith("└─ preprocess") for line in tree.splitlines()) == 1
+    assert "input reviews  sha256:111111111111  5 bytes  s3://b/r.json.gz" in tree

@@ -32,9 +32,10 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	@mkdir -p $(TMPDIR)
 	$(BIN)/pytest -m "not slow"
 
-lint: $(STAMP) ## Lint and format-check the code
+lint: $(STAMP) ## Lint and format-check the code and the Dockerfile
 	$(BIN)/ruff check src components pipelines tests benchmarks
 	$(BIN)/ruff format --check src components pipelines tests benchmarks
+	$(BIN)/hadolint containers/Dockerfile
 
 compile: $(STAMP) ## Recompile pipelines/music_recommender.yaml
 	$(BIN)/musicrec compile

@@ -164,10 +164,19 @@ def test_data_report_top_tokens_carry_sentiment(preprocessed):
     assert any(token.endswith("_NEG") for token in negative)
 
 
-def test_beam_job_is_deterministic(preprocessed, examples_dir, tmp_path):
-    """A second run, normalizing inline instead of in the process pool, writes the same data."""
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"normalizer_processes": 0},  # text normalized inside the job, as on a distributed runner
+        # The mode large inputs get by default: a DirectRunner worker process per core.
+        {"beam_options": "--direct_running_mode=multi_processing --direct_num_workers=2"},
+    ],
+    ids=["inline-normalization", "multi-process-runner"],
+)
+def test_beam_job_is_deterministic(preprocessed, examples_dir, tmp_path, options):
+    """Another run, normalizing inside the job or with worker processes, writes the same data."""
     first_out, first = preprocessed
-    second = run(examples_dir, tmp_path, normalizer_processes=0)
+    second = run(examples_dir, tmp_path, **options)
     for name in features.VOCABULARIES:
         assert vocabulary(first_out, name) == vocabulary(tmp_path, name)
     assert first["splits"] == second["splits"] and first["top_tokens"] == second["top_tokens"]

@@ -1,4 +1,4 @@
-"""The ``musicrec`` command line: generate data, run the DAG locally, compile it for Kubeflow, trace lineage."""
+"""The ``musicrec`` command line: generate data, run the DAG locally, submit it to Kubeflow, trace lineage."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from musicrec.progress import configure_logging
 from pipelines.local_run import DEFAULT_SAMPLE_REVIEWS
@@ -56,6 +57,57 @@ def _run(args: argparse.Namespace) -> None:
 
         print(f"\nlineage of {summary['pushed_model']}:")
         print(render_tree(load(summary["pushed_model"])))
+
+
+def submit_run(
+    host: str | None, arguments: dict[str, Any], experiment: str, run_name: str | None = None,
+    image: str | None = None,
+) -> str:  # fmt: skip
+    """Compile the DAG and start a run of it on a Kubeflow Pipelines endpoint (what CI calls to retrain).
+
+    Args:
+        host: the KFP API endpoint (``None``: the ``KF_PIPELINES_ENDPOINT`` variable or the in-cluster default).
+        arguments: pipeline arguments by name (``reviews_uri``, ``metadata_uri``, ``push_destination``...).
+        experiment: the experiment the run is filed under (created if missing).
+        run_name: the run's name in the UI (default: the package name and a timestamp).
+        image: the CPU image the steps run in (see :func:`compile_pipeline`).
+
+    Returns:
+        The run id.
+
+    Raises:
+        RunError: the endpoint cannot be reached or refuses the run.
+    """
+    import tempfile
+
+    import kfp
+
+    from pipelines.local_run import RunError
+
+    with tempfile.TemporaryDirectory(prefix="musicrec-submit-") as scratch:
+        package = compile_pipeline(Path(scratch) / "music_recommender.yaml", image)
+        try:
+            client = kfp.Client(host=host)
+            run = client.create_run_from_pipeline_package(
+                str(package), arguments=arguments, run_name=run_name, experiment_name=experiment
+            )
+        except Exception as error:  # kfp_server_api, urllib3 and TimeoutError all end here
+            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RunError(
+                f"cannot submit to Kubeflow Pipelines at {host or 'the default endpoint'}: {cause}"
+            ) from None
+    return run.run_id
+
+
+def _submit(args: argparse.Namespace) -> None:
+    from pipelines.local_run import parse_parameters
+
+    arguments = {"reviews_uri": args.reviews, "metadata_uri": args.metadata,
+                 "push_destination": args.push_destination, **parse_parameters(args.param)}  # fmt: skip
+    run_id = submit_run(args.host, arguments, args.experiment, args.run_name, args.image)
+    print(f"run {run_id} submitted to experiment {args.experiment!r}")
+    if args.host:
+        print(f"{args.host.rstrip('/')}/#/runs/details/{run_id}")
 
 
 def _lineage(args: argparse.Namespace) -> None:
@@ -147,6 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--user", required=True, help="a reviewerID seen in train")
     recommend.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
     recommend.set_defaults(handler=_recommend)
+
+    submit = commands.add_parser("submit", help="compile the DAG and start a run on Kubeflow Pipelines (for CI)")
+    submit.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline "
+                        "(default: KF_PIPELINES_ENDPOINT or the in-cluster service)")  # fmt: skip
+    submit.add_argument(
+        "--reviews", required=True, help="Digital_Music.json(.gz) as the pods see it: s3:// or gs://"
+    )
+    submit.add_argument("--metadata", required=True, help="meta_Digital_Music.json(.gz), same schemes")
+    submit.add_argument("--push-destination", required=True, help="model store for blessed models: s3:// or gs://")
+    submit.add_argument(
+        "--experiment", default="musicrec", help="KFP experiment (default musicrec; created if missing)"
+    )
+    submit.add_argument("--run-name", help="run name in the UI (default: package name and timestamp)")
+    submit.add_argument("--image", help="CPU image of the steps, e.g. an ECR URI (training: the same + '-gpu')")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
+    submit.set_defaults(handler=_submit)
 
     lineage = commands.add_parser("lineage", help="where a pushed model or a local run came from")
     lineage.add_argument(

@@ -134,6 +134,7 @@ def music_recommender(
         )
         .set_display_name("Preprocess: NLTK + tf.Transform")
         .set_cpu_request("2")
+        .set_cpu_limit("4")  # the step starts a worker process per CPU it may use (transform.usable_cpus)
         .set_memory_request("8G")
         .set_memory_limit("16G")
     )

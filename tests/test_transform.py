@@ -202,3 +202,21 @@ def test_bad_settings_are_a_clear_error(examples_dir, tmp_path):
     with pytest.raises(PreprocessError, match="max_review_tokens must be a positive integer, got 0"):
         preprocess(examples_dir, tmp_path / "t", tmp_path / "g", tmp_path / "r.json",
                    settings=TransformSettings(max_review_tokens=0))  # fmt: skip
+
+
+def test_worker_counts_follow_the_cgroup_cpu_limit_not_the_node(tmp_path):
+    import os
+
+    from musicrec.transform import usable_cpus
+
+    node = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path / "none") == node  # no cgroup files: the affinity decides
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path / "v2") == node  # no limit
+    (tmp_path / "v2" / "cpu.max").write_text("50000 100000\n")
+    assert usable_cpus(tmp_path / "v2") == 1  # half a CPU still gets one worker
+    (tmp_path / "v1" / "cpu").mkdir(parents=True)
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "v1" / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path / "v1") == 1

@@ -121,10 +121,11 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
     purposes = {
         "sentiment": "P(review is positive, rating > 3) from normalized review and summary text "
         "(`musicrec.text.normalize_to_string`; `musicrec score` normalizes for you).",
-        "encoder": "compresses a review's CNN text code and item metadata into a small code (the autoencoder's "
+        "encoder": "Compresses a review's CNN text code and item metadata into a small code (the autoencoder's "
         "encoder; normalization constants in assets.extra/).",
-        "recommender": "predicts a user's rating of an item from train-history features (user/item vocabularies "
-        "and history arrays in assets.extra/; `musicrec recommend` ranks items for a user).",
+        "recommender": "Two heads over train-history features: a user's predicted rating of an item, and the "
+        "probability they review it, which ranks recommendations (user/item vocabularies and history arrays "
+        "in assets.extra/; `musicrec recommend` ranks the unseen items of a user).",
     }
     rows = []
     for task, section in card.items():

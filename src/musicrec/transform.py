@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shlex
@@ -354,16 +355,35 @@ def _shards(examples_dir: Path) -> dict[str, list[Path]]:
     return shards
 
 
-MULTI_PROCESS_MIN_ROWS = (
-    250_000  # below this, starting the DirectRunner's worker processes costs more than they save
-)
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a Kubernetes CPU limit).
+
+    ``os.cpu_count()`` reports every CPU of the node, so a pod sized for 2 would start a worker per node core.
+    Reads cgroup v2 ``cpu.max``, else v1 ``cpu/cpu.cfs_quota_us`` and ``cpu/cpu.cfs_period_us``.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup_root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return cpus
+    if quota in ("max", "-1"):
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
+# Below this many rows, starting the DirectRunner's worker processes costs more than they save.
+MULTI_PROCESS_MIN_ROWS = 250_000
 
 
 def _pipeline_options(runner: str, options: Sequence[str], rows: int) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     flags = list(options)
-    workers = os.cpu_count() or 1
+    workers = usable_cpus()
     chosen = any(f.startswith(("--direct_num_workers", "--direct_running_mode")) for f in flags)
     if runner == "DirectRunner" and not chosen and workers > 1 and rows >= MULTI_PROCESS_MIN_ROWS:
         # Measured on 2 cores, text normalized beforehand: at full scale a worker process per core ran 174.7 s,
@@ -498,7 +518,7 @@ def preprocess(
         raise PreprocessError(str(error)) from None
     options = shlex.split(beam_options) if isinstance(beam_options, str) else list(beam_options)
     if normalizer_processes is None:
-        normalizer_processes = (os.cpu_count() or 1) if beam_runner == "DirectRunner" else 0
+        normalizer_processes = usable_cpus() if beam_runner == "DirectRunner" else 0
     shards = _shards(Path(examples_dir))
     rows_in = {split: sum(_parquet_rows(f) for f in files) for split, files in shards.items()}
     logger.info("preprocess: %s rows (%s) with %s", f"{sum(rows_in.values()):,}", rows_in, settings)

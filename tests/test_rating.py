@@ -229,3 +229,28 @@ def test_recommend_ranks_by_the_measured_interaction_score(trained):
     assert [asin for asin, _ in recommended] == [items[i] for i in expected]
     rating = predicted[RATING_OUTPUT].reshape(-1)
     assert [score for _, score in recommended] == [round(float(rating[i]), 3) for i in expected]
+
+
+def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(trained):
+    """TF Serving needs no Python: raw reviewerID / asin in, the same rating and ranking score out."""
+    import keras
+    import tensorflow as tf
+
+    from musicrec.rating import INTERACTION_OUTPUT, MODEL_FILE, RATING_OUTPUT, score_all_items
+
+    out, _ = trained
+    root = out / "model"
+    users = (root / features.USER_VOCABULARY).read_text().splitlines()
+    items = (root / features.ITEM_VOCABULARY).read_text().splitlines()
+    history = History.load(root / "history.npz")
+    picked = np.array([0, len(users) // 2, len(users) - 1])
+    ranking, ratings = score_all_items(keras.models.load_model(root / MODEL_FILE), history, picked, len(items))
+    serve = tf.saved_model.load(str(root)).signatures["serving_default"]
+    served = serve(user_id=tf.constant(np.repeat([users[u] for u in picked], len(items))),
+                   item_id=tf.constant(np.tile(items, len(picked))))  # fmt: skip
+    np.testing.assert_allclose(served[RATING_OUTPUT].numpy(), ratings.ravel(), atol=1e-5)
+    np.testing.assert_allclose(served[INTERACTION_OUTPUT].numpy(), ranking.ravel(), atol=1e-5)
+    # Ids never seen in train take the out-of-vocabulary index, as history_inputs does for them.
+    unseen = serve(user_id=tf.constant(["ANOBODY"]), item_id=tf.constant([items[0]]))
+    expected, _ = score_all_items(keras.models.load_model(root / MODEL_FILE), history, np.array([len(users)]), 1)
+    np.testing.assert_allclose(unseen[INTERACTION_OUTPUT].numpy(), expected.ravel(), atol=1e-5)

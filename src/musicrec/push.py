@@ -2,7 +2,7 @@
 
 Layout under the destination ``<base>`` (a local directory, ``s3://bucket/prefix`` or ``gs://bucket/prefix``)::
 
-    <base>/<model>/<version>/saved_model.pb, variables/, assets/, assets.extra/, model_card.md, lineage.json
+    <base>/<model>/<version>/saved_model.pb, variables/, assets/, (assets.extra/), model_card.md, lineage.json
     <base>/.versions/<version>.json     claim, then commit record of each push (metrics, URIs, provenance)
 
 One push publishes the three models under one integer version. The version number is claimed with an atomic
@@ -124,8 +124,8 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
         "encoder": "Compresses a review's CNN text code and item metadata into a small code (the autoencoder's "
         "encoder; normalization constants in assets.extra/).",
         "recommender": "Two heads over train-history features: a user's predicted rating of an item, and the "
-        "probability they review it, which ranks recommendations (user/item vocabularies and history arrays "
-        "in assets.extra/; `musicrec recommend` ranks the unseen items of a user).",
+        "probability they review it, which ranks recommendations. `serving_default` takes raw `user_id` and "
+        "`item_id` strings; `musicrec recommend` ranks the unseen items of a user.",
     }
     rows = []
     for task, section in card.items():

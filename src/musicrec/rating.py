@@ -428,6 +428,64 @@ def score_all_items(
     return ranking_score(predicted).reshape(shape), predicted[RATING_OUTPUT].reshape(shape)
 
 
+SERVING_INPUTS = ("user_id", "item_id")  # the raw reviewerID and asin a client sends
+
+
+def export_serving_model(
+    model: keras.Model, history: History, users: list[str], items: list[str], out_dir: Path
+) -> None:
+    """Write a SavedModel whose ``serving_default`` takes raw ``user_id`` / ``item_id`` strings.
+
+    It looks the ids up in the train vocabularies (unseen ids get the out-of-vocabulary index), gathers each
+    side's train-history features, builds the pair features exactly as :func:`pair_inputs` does outside train,
+    and returns both heads: ``rating`` and ``interaction`` (the ranking score). So TF Serving / KServe serve
+    the recommender with no Python beside it.
+    """
+    import tensorflow as tf
+
+    n_users, n_items = len(history.user_count), len(history.item_count)
+    # Outside train, each side's features depend on that side alone: precompute them with pair_inputs itself.
+    code_width = history.user_code_sum.shape[1]
+    side_width = code_width + 4  # mean code, mean sentiment, damped mean rating, log count, has-history
+    all_users, all_items = np.arange(n_users), np.arange(n_items)
+    user_block = history_inputs(history, all_users, np.zeros(n_users, np.int64))[:, :side_width]
+    item_rows = history_inputs(history, np.zeros(n_items, np.int64), all_items)
+    item_block = item_rows[:, side_width : 2 * side_width + len(ITEM_METADATA)]  # item side and metadata
+
+    class RecommenderServer(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.user_block = tf.Variable(user_block, trainable=False)
+            self.item_block = tf.Variable(item_block, trainable=False)
+            self.user_bias = tf.Variable(history.user_bias.astype(np.float32), trainable=False)
+            self.item_bias = tf.Variable(history.item_bias.astype(np.float32), trainable=False)
+            self.global_mean = tf.constant(history.global_mean, tf.float32)
+            self.user_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(users, tf.range(len(users), dtype=tf.int64)), n_users - 1
+            )
+            self.item_table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(items, tf.range(len(items), dtype=tf.int64)), n_items - 1
+            )
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in SERVING_INPUTS])
+        def serve(self, user_id: tf.Tensor, item_id: tf.Tensor) -> dict[str, tf.Tensor]:
+            user, item = self.user_table.lookup(user_id), self.item_table.lookup(item_id)
+            user_side, item_side = tf.gather(self.user_block, user), tf.gather(self.item_block, item)
+            user_code, item_code = user_side[:, :code_width], item_side[:, :code_width]
+            norms = tf.norm(user_code, axis=1) * tf.norm(item_code, axis=1)
+            cosine = tf.reduce_sum(user_code * item_code, axis=1) / tf.maximum(norms, 1e-9)
+            pair = tf.concat([user_side, item_side, user_code * item_code, cosine[:, None]], axis=1)
+            bias = self.global_mean + tf.gather(self.user_bias, user) + tf.gather(self.item_bias, item)
+            predicted = self.model({features.USER_INDEX: user, features.ITEM_INDEX: item, HISTORY_INPUT: pair,
+                                    BIAS_INPUT: bias[:, None]}, training=False)  # fmt: skip
+            return {name: tf.reshape(tf.cast(predicted[name], tf.float32), [-1])
+                    for name in (RATING_OUTPUT, INTERACTION_OUTPUT)}  # fmt: skip
+
+    server = RecommenderServer()
+    tf.saved_model.save(server, str(out_dir), signatures={"serving_default": server.serve.get_concrete_function()})
+
+
 def top_items(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores, never one of ``exclude`` (ties keep the lower index first)."""
     scores = scores.astype(np.float64)
@@ -560,7 +618,8 @@ def train_rating(
         transform_graph_dir: the tf.Transform output (feature spec, user and item vocabularies).
         cnn_model_dir: train_cnn model (review codes and sentiment of history reviews).
         encoder_dir: train_autoencoder encoder (compresses history review codes).
-        model_dir: receives the Keras model, the train history arrays and the id vocabularies.
+        model_dir: receives the serving SavedModel (raw user and item ids in, rating and ranking score out),
+            and the Keras model, train history arrays and id vocabularies that ``recommend`` reads.
         report_path: JSON with RMSE / MAE and HR@10 / NDCG@10 beside the baselines.
         settings: hyperparameters.
     """
@@ -590,6 +649,12 @@ def train_rating(
     target = Path(model_dir)
     with staging_directory(target) as staging:
         (staging / "model").mkdir()
+        vocabularies = [
+            graph.vocabulary_by_name(name) for name in (features.USER_VOCABULARY, features.ITEM_VOCABULARY)
+        ]
+        export_serving_model(
+            model, history, *[[v.decode() for v in vocab] for vocab in vocabularies], staging / "model"
+        )
         model.save(staging / "model" / MODEL_FILE)
         history.save(staging / "model" / HISTORY_FILE)
         for name in (features.USER_VOCABULARY, features.ITEM_VOCABULARY):
@@ -606,16 +671,12 @@ def recommend(model_dir: str | Path, user_id: str, k: int = TOP_K) -> list[tuple
     """The top ``k`` (asin, predicted rating) for a train user, over items they have not reviewed.
 
     Ranked by :func:`ranking_score`, as the report's HR@10 / NDCG@10 are. ``model_dir`` is train_dnn's model
-    directory or a pushed ``recommender`` version (whose files sit in ``assets.extra/``).
+    directory or a pushed ``recommender`` version (push copies it as it is).
 
     Raises:
         KeyError: the user has no train history (cold start is not served by this model).
     """
-    from musicrec.push import EXTRA_DIRECTORY
-
     root = Path(model_dir)
-    if (root / EXTRA_DIRECTORY).is_dir():
-        root = root / EXTRA_DIRECTORY
     users = (root / features.USER_VOCABULARY).read_text().splitlines()
     items = (root / features.ITEM_VOCABULARY).read_text().splitlines()
     if user_id not in users:

@@ -38,7 +38,6 @@ GATED_METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
     "ranking_ndcg@10": (("ranking", "test", "ndcg@10"), True),
 }
 TRAINING_STEPS = ("train_cnn", "train_autoencoder", "train_dnn")
-_SERVING_BATCH = 4_096
 
 
 class EvaluationError(RuntimeError):
@@ -89,8 +88,7 @@ def serving_check(cnn_model_dir: Path, examples_dir: Path) -> dict[str, Any]:
     table = pq.ParquetDataset(files).read(columns=[schema.REVIEW_TEXT, schema.SUMMARY, schema.RATING])
     reviews, summaries = table[schema.REVIEW_TEXT].to_pylist(), table[schema.SUMMARY].to_pylist()
     labels = (table[schema.RATING].to_numpy() > schema.POSITIVE_RATING_THRESHOLD).astype(int)
-    batches = [slice(start, start + _SERVING_BATCH) for start in range(0, len(reviews), _SERVING_BATCH)]
-    scores = np.concatenate([score_texts(cnn_model_dir, reviews[part], summaries[part]) for part in batches])
+    scores = score_texts(cnn_model_dir, reviews, summaries)
     return {"reviews": len(labels), "auc": round(metrics.roc_auc(labels, scores), 4),
             "accuracy": round(metrics.accuracy(labels, (scores >= 0.5).astype(int)), 4)}  # fmt: skip
 
@@ -202,20 +200,24 @@ def _error_figure(histogram: dict[str, Any]) -> Any:
     return figure
 
 
-def _table(card: dict[str, Any]) -> str:
+def scorecard_rows(card: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+    """(task, model or baseline, its numeric test metrics), the model first in each task."""
     rows = []
-    for model, section in card.items():
-        if model == "ranking":
-            rows.append(("ranking", "DNN", section["test"]))
-            rows += [("ranking", name, values) for name, values in section["baselines"].items()]
-            continue
-        rows.append((model, "model", section["test"]))
-        rows += [(model, name, values) for name, values in section["baselines"].items()]
+    for task, section in card.items():
+        rows.append((task, "model", section["test"]))
+        rows += [(task, name, values) for name, values in section["baselines"].items()]
+    return [
+        (task, name, {k: v for k, v in values.items() if isinstance(v, int | float)})
+        for task, name, values in rows
+    ]
+
+
+def _table(card: dict[str, Any]) -> str:
     cells = "".join(
-        f"<tr><td>{html.escape(model)}</td><td>{html.escape(name)}</td><td>"
-        + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, int | float))
+        f"<tr><td>{html.escape(task)}</td><td>{html.escape(name)}</td><td>"
+        + ", ".join(f"{k} {v:.4f}" for k, v in values.items())
         + "</td></tr>"
-        for model, name, values in rows
+        for task, name, values in scorecard_rows(card)
     )
     return f"<table><tr><th>task</th><th>model / baseline</th><th>test</th></tr>{cells}</table>"
 

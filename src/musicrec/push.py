@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from musicrec.artifacts import content_sha256
+from musicrec.evaluate import scorecard_rows
 from musicrec.lineage import LINEAGE_FILE, ArtifactRef, add_artifact, provenance
 from musicrec.storage import ObjectStore, StorageError, open_store
 
@@ -127,12 +128,8 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
         "probability they review it, which ranks recommendations. `serving_default` takes raw `user_id` and "
         "`item_id` strings; `musicrec recommend` ranks the unseen items of a user.",
     }
-    rows = []
-    for task, section in card.items():
-        rows.append(f"| {task} | model | " + ", ".join(f"{k} {v:.4f}" for k, v in section["test"].items()) + " |")
-        for baseline, values in section["baselines"].items():
-            scores = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, int | float))
-            rows.append(f"| {task} | {baseline} | {scores} |")
+    rows = [f"| {task} | {name} | " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()) + " |"
+            for task, name, values in scorecard_rows(card)]  # fmt: skip
     inputs = lineage["steps"]["ingest"]["inputs"]
     code = lineage["provenance"]
     return "\n".join([

@@ -136,15 +136,25 @@ def export_serving_model(model: keras.Model, transform_graph_dir: str | Path, ou
     tf.saved_model.save(server, str(out_dir), signatures={"serving_default": server.serve.get_concrete_function()})
 
 
+SCORING_BATCH = 4_096  # texts a serving call, so scoring a whole split stays in bounded memory
+
+
 def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] | None = None) -> np.ndarray:
-    """Positive-sentiment probabilities of raw review texts (and summaries) with an exported model."""
-    loaded = tf.saved_model.load(str(model_dir))
+    """Positive-sentiment probabilities of raw review texts (and summaries) with an exported model.
+
+    The model is loaded once and called on batches of :data:`SCORING_BATCH` texts.
+    """
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
     summaries = summaries if summaries is not None else [""] * len(reviews)
-    result = loaded.signatures["serving_default"](
-        review_tokens=tf.constant([normalize_to_string(t) for t in reviews]),
-        summary_tokens=tf.constant([normalize_to_string(t) for t in summaries]),
-    )
-    return result[SERVING_OUTPUT].numpy()
+    scores = [np.zeros(0, np.float32)]
+    for start in range(0, len(reviews), SCORING_BATCH):
+        part = slice(start, start + SCORING_BATCH)
+        result = serve(
+            review_tokens=tf.constant([normalize_to_string(t) for t in reviews[part]]),
+            summary_tokens=tf.constant([normalize_to_string(t) for t in summaries[part]]),
+        )
+        scores.append(result[SERVING_OUTPUT].numpy())
+    return np.concatenate(scores)
 
 
 def token_importance(

@@ -168,13 +168,10 @@ def normalize_shards(shards: dict[str, list[Path]], out_dir: Path, processes: in
             for path in files:
                 table = pq.read_table(path, columns=list(features.INGEST_COLUMNS_READ))
                 kept = table.drop_columns([schema.REVIEW_TEXT, schema.SUMMARY])
-                pieces = _slices(table)
                 target = out_dir / split / path.name
                 with pq.ParquetWriter(target, _normalized_schema(kept.schema), compression="none") as writer:
-                    texts = pool.imap(normalize_columns, [_text_columns(piece) for piece in pieces])
-                    for start, (reviews, summaries) in zip(range(0, table.num_rows, RECORD_BATCH_ROWS), texts,
-                                                           strict=True):  # fmt: skip
-                        piece = kept.slice(start, RECORD_BATCH_ROWS)
+                    texts = pool.imap(normalize_columns, [_text_columns(piece) for piece in _slices(table)])
+                    for piece, (reviews, summaries) in zip(_slices(kept), texts, strict=True):
                         piece = piece.append_column(features.REVIEW_TOKENS, pa.array(reviews, pa.large_string()))
                         writer.write_table(
                             piece.append_column(features.SUMMARY_TOKENS, pa.array(summaries, pa.large_string()))
@@ -399,8 +396,9 @@ def _run_beam(
     runner: str,
     options: Sequence[str],
     normalizer_processes: int,
+    rows: int,
 ) -> None:
-    """Build and run the Beam job; everything Beam and tf.Transform hold dies with this frame."""
+    """Build and run the Beam job over ``rows`` input rows; everything Beam and tf.Transform hold dies here."""
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
@@ -411,7 +409,6 @@ def _run_beam(
         shards = normalize_shards(shards, staging / "normalized", normalizer_processes)
     columns = list(features.RAW_FEATURES if normalized else features.INGEST_COLUMNS_READ)
     with tft_beam.Context(temp_dir=str(staging / "tft-tmp"), force_tf_compat_v1=False):
-        rows = sum(_parquet_rows(path) for files in shards.values() for path in files)
         with beam.Pipeline(options=_pipeline_options(runner, options, rows)) as pipeline:
 
             def read(split: str, purpose: str) -> beam.PCollection:
@@ -526,7 +523,7 @@ def preprocess(
     if markdown_path is not None:
         targets.append(Path(markdown_path))
     with staging_directory(targets[0]) as staging:
-        _run_beam(shards, staging, settings, beam_runner, options, normalizer_processes)
+        _run_beam(shards, staging, settings, beam_runner, options, normalizer_processes, sum(rows_in.values()))
         output = tft.TFTransformOutput(str(staging / "transform_graph"))
         sizes = {name: output.vocabulary_size_by_name(name) for name in features.VOCABULARIES}
         statistics = {

@@ -110,7 +110,10 @@ def _autoencoder_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def _rating_summary(report: dict[str, Any]) -> dict[str, Any]:
     """train_dnn fills two summary keys: ``rating`` and ``ranking``."""
-    return {"rating": _model_summary(report), "ranking": report["ranking"]}
+    return {
+        "rating": _model_summary(report) | {"test_by_user": report["test_by_user"]},
+        "ranking": report["ranking"],
+    }
 
 
 def _evaluate_summary(evaluation: dict[str, Any]) -> dict[str, Any]:

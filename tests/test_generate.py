@@ -17,6 +17,7 @@ from musicrec.generate import (
     RATING_SHARES,
     GeneratorError,
     generate_dataset,
+    planted_world,
 )
 
 REVIEW_KEY_ORDER = ["overall", "vote", "verified", "reviewTime", "reviewerID", "asin", "style", "reviewerName",
@@ -150,3 +151,17 @@ def test_text_carries_genre_words_of_the_item(medium_dataset):
 def test_too_small_requests_are_refused(tmp_path, reviews, items):
     with pytest.raises(GeneratorError):
         generate_dataset(tmp_path, reviews, items)
+
+
+def test_the_planted_world_knows_each_pair_s_expected_stars():
+    """``expected_stars`` (the oracle of benchmarks/rating_headroom.py) is calibrated to the stars drawn."""
+    world, rng = planted_world(20_000, seed=5)
+    users, items = world.sample_pairs(200_000, rng)
+    stars = 1 + np.searchsorted(world.rating_cuts, world.raw_scores(users, items, rng))
+    expected = world.expected_stars(users, items)
+    assert 1.0 <= expected.min() and expected.max() <= 5.0
+    for low, high in ((1.0, 2.5), (2.5, 4.0), (4.0, 4.6), (4.6, 5.0)):
+        rows = (expected >= low) & (expected < high)
+        assert rows.sum() > 1_000 and abs(stars[rows].mean() - expected[rows].mean()) < 0.03
+    # Knowing the truth beats any constant by far: the room a rating model could learn into.
+    assert np.sqrt(np.mean((stars - expected) ** 2)) < 0.75 * stars.std()

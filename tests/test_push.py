@@ -186,3 +186,50 @@ def test_push_to_gcs_through_the_emulator(small_models, small_evaluation, gcs_en
     )
     lineage = load(f"{base}/recommender/2")
     assert all(check["status"] == "ok" for check in verify(lineage))
+
+
+def test_a_tree_hash_streams_objects_and_restarts_a_read_that_breaks(s3_env, tmp_path, monkeypatch):
+    """Hashing a pushed tree never holds an object whole, and a read cut off mid-object is redone, not mixed in."""
+    import boto3
+
+    from musicrec.artifacts import directory_sha256
+
+    boto3.client("s3").create_bucket(Bucket="hashes")
+    store = open_store("s3://hashes/tree")
+    rng = np.random.default_rng(0)
+    files = {"shards/part-0.bin": rng.bytes(2 * storage._READ_BUFFER_BYTES + 5), "report.json": b"{}"}
+    for key, data in files.items():
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(data)
+        store.write(key, data)
+
+    monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(type(store), "read", lambda *_: pytest.fail("the tree hash read an object whole"))
+    opened = []
+    real_open = type(store)._open
+
+    class BreaksAfterOneBlock:
+        def __init__(self, stream):
+            self.stream, self.blocks = stream, 0
+
+        def read(self, size: int = -1) -> bytes:
+            self.blocks += 1
+            if self.blocks == 2:
+                raise ConnectionResetError("connection reset by peer")
+            return self.stream.read(size)
+
+        def close(self) -> None:
+            self.stream.close()
+
+    def open_breaking_the_first_read(self, key):
+        opened.append(key)
+        stream = real_open(self, key)
+        return (
+            BreaksAfterOneBlock(stream)
+            if opened.count("shards/part-0.bin") == 1 and key.startswith("shards")
+            else stream
+        )
+
+    monkeypatch.setattr(type(store), "_open", open_breaking_the_first_read)
+    assert store.tree_sha256() == directory_sha256(tmp_path)
+    assert opened == ["report.json", "shards/part-0.bin", "shards/part-0.bin"]  # the broken read was redone

@@ -189,6 +189,15 @@ def test_report_holds_rating_and_ranking_beside_baselines(trained):
     for split in ("eval", "test"):
         assert set(report[split]) == {"rmse", "mae"} and 0 < report[split]["rmse"] < 4
         assert set(report["baselines"][split]) == {"global_mean", "bias"}
+    segments = report["test_by_user"]
+    assert set(segments) == {"returning_users", "new_users"}
+    rows = sum(segment["rows"] for segment in segments.values())
+    for key, overall in (
+        ("rmse", report["test"]["rmse"]),
+        ("bias_rmse", report["baselines"]["test"]["bias"]["rmse"]),
+    ):
+        pooled = sum(segment["rows"] * segment[key] ** 2 for segment in segments.values()) / rows
+        assert pooled == pytest.approx(overall**2, abs=2e-3)  # the two segments partition the test split
     ranking = report["ranking"]
     assert 0 < ranking["users"] <= SETTINGS.ranking_users
     assert set(ranking["test"]) == set(ranking["baselines"]["mostpop"]) == {"hr@10", "ndcg@10"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ _LATENT_DIM = 8
 _DUPLICATE_FRACTION = 0.004
 _ORPHAN_ITEM_FRACTION = 0.03  # reviews of asins absent from the metadata file, as in the real data
 _LABEL_NOISE = 0.03  # text written as if for another rating
+_BIAS_SD = 0.45  # spread of user and item biases on the latent rating scale
+_ITEM_SPREAD = 0.6  # how far an item's latent vector strays from its genre centre
+_TASTE_WEIGHT = 0.8  # weight of the user-item latent match in the rating
+_RATING_NOISE = 0.55  # per-review noise on the latent rating
 _FIRST_DAY = np.datetime64("1998-06-01")
 _LAST_DAY = np.datetime64("2018-09-30")
 RATING_SHARES = (0.06, 0.03, 0.07, 0.17, 0.67)  # planted share of 1..5 stars, close to the real category
@@ -167,6 +172,10 @@ class GeneratedFiles:
     items: int
 
 
+def _standard_normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
 def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Zipf weights ``1/(rank+1)^exponent`` assigned to a random permutation of ``n`` entities."""
     ranks = rng.permutation(n)
@@ -189,8 +198,8 @@ def _codes(n: int, prefix: str, width: int, salt: int) -> list[str]:
     return [prefix + code.decode() for code in encoded]
 
 
-class _World:
-    """Users, items and the taste model that links them."""
+class PlantedWorld:
+    """Users, items and the taste model that links them: the ground truth behind the generated reviews."""
 
     def __init__(self, n_reviews: int, n_items: int, rng: np.random.Generator) -> None:
         n_users = max(10, int(n_reviews * 0.6))
@@ -198,8 +207,10 @@ class _World:
         self.genre_centres = rng.normal(0.0, 1.0, (n_genres, _LATENT_DIM))
         genre_share = rng.dirichlet(np.full(n_genres, 2.0))
         self.item_genre = rng.choice(n_genres, size=n_items, p=genre_share)
-        self.item_latent = self.genre_centres[self.item_genre] + rng.normal(0, 0.6, (n_items, _LATENT_DIM))
-        self.item_bias = rng.normal(0.0, 0.45, n_items)
+        self.item_latent = self.genre_centres[self.item_genre] + rng.normal(
+            0, _ITEM_SPREAD, (n_items, _LATENT_DIM)
+        )
+        self.item_bias = rng.normal(0.0, _BIAS_SD, n_items)
         self.item_weight = _zipf_weights(n_items, 0.95, rng)
         self.item_ids = _codes(n_items, "B", 9, salt=int(rng.integers(1 << 40)))
         # Some real asins are ISBN-like digit strings (an affine bijection keeps them distinct).
@@ -208,7 +219,7 @@ class _World:
         self.orphan_ids = _codes(max(1, n_items // 20), "B0", 8, salt=int(rng.integers(1 << 40)))
 
         self.user_latent = rng.normal(0.0, 1.0, (n_users, _LATENT_DIM)).astype(np.float32)
-        self.user_bias = rng.normal(0.0, 0.45, n_users).astype(np.float32)
+        self.user_bias = rng.normal(0.0, _BIAS_SD, n_users).astype(np.float32)
         affinity = self.user_latent @ self.genre_centres.T.astype(np.float32)
         top_two = np.argsort(-affinity, axis=1)[:, :2]
         self.user_favourite, self.user_second = top_two[:, 0], top_two[:, 1]
@@ -235,10 +246,19 @@ class _World:
         self.item_cumweight = np.cumsum(self.item_weight)
         self.rating_cuts = self._calibrate_rating_cuts(rng)
 
-    def raw_scores(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The latent rating score before it is cut into stars."""
+    def mean_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The latent rating score of each (user, item) pair before noise and the cut into stars."""
         match = np.einsum("ij,ij->i", self.user_latent[users], self.item_latent[items]) / np.sqrt(_LATENT_DIM)
-        return self.user_bias[users] + self.item_bias[items] + 0.8 * match + rng.normal(0, 0.55, users.size)
+        return self.user_bias[users] + self.item_bias[items] + _TASTE_WEIGHT * match
+
+    def raw_scores(self, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The latent rating score of each pair, noise included, before it is cut into stars."""
+        return self.mean_scores(users, items) + rng.normal(0, _RATING_NOISE, users.size)
+
+    def expected_stars(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """E[stars | user, item] under the planted model: the best any predictor could do knowing the truth."""
+        above_cut = (self.mean_scores(users, items)[:, None] - self.rating_cuts[None, :]) / _RATING_NOISE
+        return 1.0 + np.vectorize(_standard_normal_cdf)(above_cut).sum(axis=1)
 
     def _calibrate_rating_cuts(self, rng: np.random.Generator) -> np.ndarray:
         users, items = self.sample_pairs(min(200_000, 20 * len(self.user_ids)), rng)
@@ -339,7 +359,7 @@ def _review_time(days: np.ndarray) -> list[str]:
     return out
 
 
-def _review_lines(world: _World, n: int, rng: np.random.Generator, text: _TextWriter) -> list[str]:
+def _review_lines(world: PlantedWorld, n: int, rng: np.random.Generator, text: _TextWriter) -> list[str]:
     """``n`` unique review lines as JSON, in the 2018 key order."""
     users, items = world.sample_pairs(n, rng)
     scores = world.raw_scores(users, items, rng)
@@ -388,7 +408,7 @@ def _review_lines(world: _World, n: int, rng: np.random.Generator, text: _TextWr
     return lines
 
 
-def _title(world: _World, item: int, rng: random.Random) -> str:
+def _title(world: PlantedWorld, item: int, rng: random.Random) -> str:
     words = rng.sample(TITLE_WORDS, k=rng.randint(1, 4))
     title = " ".join(words)
     u = rng.random()
@@ -406,7 +426,7 @@ def _artist(index: int, rng: random.Random) -> str:
     return name if index % 3 else f"The {name}s"
 
 
-def _metadata_lines(world: _World, seed: int) -> list[str]:
+def _metadata_lines(world: PlantedWorld, seed: int) -> list[str]:
     """One metadata line per item in the 2018 key order, with a few exact duplicate lines."""
     r = random.Random(seed)
     n_items = len(world.item_ids)
@@ -463,6 +483,26 @@ def _write_gzip_lines(path: Path, chunks) -> None:  # noqa: ANN001 - an iterable
     os.replace(partial, path)
 
 
+def planted_world(
+    n_reviews: int, n_items: int | None = None, seed: int = 0
+) -> tuple[PlantedWorld, np.random.Generator]:
+    """The world :func:`generate_dataset` draws reviews from, and the random stream it goes on with.
+
+    Args: as for :func:`generate_dataset`, which calls this; the same arguments give the same world.
+
+    Raises:
+        GeneratorError: for fewer than 100 reviews or 20 items.
+    """
+    if n_reviews < 100:
+        raise GeneratorError(f"--reviews must be at least 100, got {n_reviews}")
+    n_items = n_items or max(50, round(n_reviews * ITEMS_PER_REVIEW))
+    if n_items < 20:
+        raise GeneratorError(f"--items must be at least 20, got {n_items}")
+    rng = np.random.default_rng(seed)
+    logger.info("building %s users and %s items (seed %d)", f"{int(n_reviews * 0.6):,}", f"{n_items:,}", seed)
+    return PlantedWorld(n_reviews, n_items, rng), rng
+
+
 def generate_dataset(
     out_dir: str | Path, n_reviews: int, n_items: int | None = None, seed: int = 0
 ) -> GeneratedFiles:
@@ -480,16 +520,10 @@ def generate_dataset(
     Raises:
         GeneratorError: for fewer than 100 reviews or 20 items.
     """
-    if n_reviews < 100:
-        raise GeneratorError(f"--reviews must be at least 100, got {n_reviews}")
-    n_items = n_items or max(50, round(n_reviews * ITEMS_PER_REVIEW))
-    if n_items < 20:
-        raise GeneratorError(f"--items must be at least 20, got {n_items}")
+    world, rng = planted_world(n_reviews, n_items, seed)
+    n_items = len(world.item_ids)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    logger.info("building %s users and %s items (seed %d)", f"{int(n_reviews * 0.6):,}", f"{n_items:,}", seed)
-    world = _World(n_reviews, n_items, rng)
     text = _TextWriter(int(rng.integers(1 << 62)))
     progress = Progress(logger, "reviews generated", total=n_reviews)
 

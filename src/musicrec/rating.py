@@ -526,6 +526,25 @@ def _ranking(
     }
 
 
+def _by_user_history(
+    returning: np.ndarray, truth: np.ndarray, predicted: np.ndarray, bias: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """RMSE of the model and the bias baseline for users with train reviews and for users new in the split.
+
+    New users have no history to learn from, so the two must score alike there; the model's gain lies with
+    returning users.
+    """
+    segments = {}
+    for name, rows in (("returning_users", returning), ("new_users", ~returning)):
+        if rows.any():
+            segments[name] = {
+                "rows": int(rows.sum()),
+                "rmse": round(metrics.rmse(truth[rows], predicted[rows]), 4),
+                "bias_rmse": round(metrics.rmse(truth[rows], bias[rows]), 4),
+            }
+    return segments
+
+
 def fit_and_evaluate(
     tables: dict[str, dict[str, np.ndarray]], n_known_users: int, n_known_items: int, settings: RatingSettings
 ) -> tuple[keras.Model, History, dict[str, Any]]:
@@ -590,6 +609,8 @@ def fit_and_evaluate(
             "bias": {"rmse": round(metrics.rmse(truth, bias), 4), "mae": round(metrics.mae(truth, bias), 4)},
         }  # fmt: skip
         if split == schema.TEST:
+            report["test_by_user"] = _by_user_history(tables[split][features.USER_INDEX] < n_known_users,
+                                                      truth, predicted, bias)  # fmt: skip
             edges = np.arange(-4.25, 4.5, 0.5)  # half-star bins centred on whole-star errors
             report["test_error_histogram"] = {"edges": edges.tolist(), "counts": {
                 name: np.histogram(values - truth, edges)[0].tolist()

@@ -26,9 +26,12 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from typing_extensions import override
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Digest  # the type of hashlib.sha256()
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -250,12 +253,17 @@ def with_retries(operation: Callable[[], T], what: str, attempts: int = RETRY_AT
     raise AssertionError("unreachable")
 
 
-def stream_sha256(stream: BinaryIO) -> str:
-    """Hex sha256 of everything left in a binary stream, read in blocks."""
-    digest = hashlib.sha256()
+def extended_digest(digest: Digest, stream: BinaryIO) -> Digest:
+    """A copy of ``digest`` fed everything left in a binary stream, read in blocks (``digest`` is untouched)."""
+    digest = digest.copy()
     for block in iter(lambda: stream.read(_READ_BUFFER_BYTES), b""):
         digest.update(block)
-    return digest.hexdigest()
+    return digest
+
+
+def stream_sha256(stream: BinaryIO) -> str:
+    """Hex sha256 of everything left in a binary stream, read in blocks."""
+    return extended_digest(hashlib.sha256(), stream).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -302,8 +310,15 @@ class ObjectStore(abc.ABC):
         """Copy one local file to ``key``."""
 
     @abc.abstractmethod
+    def _extend_digest(self, digest: Digest, key: str) -> Digest:
+        """A copy of ``digest`` fed the stored bytes of ``key``, streamed back from the store.
+
+        ``digest`` itself is left as it was, so a retry after a broken read starts over cleanly.
+        """
+
     def sha256(self, key: str) -> str:
         """Hex sha256 of the stored bytes of ``key``, streamed back from the store."""
+        return self._extend_digest(hashlib.sha256(), key).hexdigest()
 
     @abc.abstractmethod
     def promote(self, source: str, target: str, keys: list[str]) -> None:
@@ -331,7 +346,7 @@ class ObjectStore(abc.ABC):
         base = f"{prefix}/" if prefix else ""
         for key in sorted(keys, key=lambda k: k[len(base) :]):
             digest.update(key[len(base) :].encode())
-            digest.update(self.read(key))
+            digest = self._extend_digest(digest, key)
         return digest.hexdigest()
 
 
@@ -391,9 +406,9 @@ class LocalStore(ObjectStore):
             shutil.copyfile(path, target)
 
     @override
-    def sha256(self, key: str) -> str:
-        with translate_errors(self.uri(key)):
-            return file_sha256(self._path(key))
+    def _extend_digest(self, digest: Digest, key: str) -> Digest:
+        with translate_errors(self.uri(key)), open(self._path(key), "rb") as stream:
+            return extended_digest(digest, stream)
 
     @override
     def promote(self, source: str, target: str, keys: list[str]) -> None:
@@ -454,10 +469,10 @@ class _BucketStore(ObjectStore):
         """A server-side copy of one object."""
 
     @override
-    def sha256(self, key: str) -> str:
-        def run() -> str:
+    def _extend_digest(self, digest: Digest, key: str) -> Digest:
+        def run() -> Digest:
             with contextlib.closing(self._open(key)) as stream:
-                return stream_sha256(stream)
+                return extended_digest(digest, stream)
 
         return self._retry(run, "read", key)
 

@@ -62,13 +62,17 @@ def test_train_pairs_leave_their_own_review_out():
     # User 2 has one train review: without it, their side has no history (count 0, zero code).
     user_two = loo[4]
     assert user_two[:2].tolist() == [0.0, 0.0] and user_two[4] == 0.0 and user_two[5] == 0.0
-    # Changing a review's own code leaves that review's inputs unchanged under leave-one-out.
-    changed_codes = train["code"].copy()
-    changed_codes[4] = [100.0, 100.0]
-    changed_history, _ = toy_history(codes=changed_codes)
-    changed_own = {**own, "code": changed_codes}
-    changed = history_inputs(changed_history, train["users"], train["items"], changed_own)
-    assert np.allclose(changed[4], loo[4])
+    # Changing a review's own code leaves that review's inputs unchanged under leave-one-out (user side, item
+    # side and the user's taste for the item), and changes the inputs of the other reviews of its user.
+    for row in range(len(train["users"])):
+        changed_codes = train["code"].copy()
+        changed_codes[row] = [100.0, -50.0]
+        changed_history, _ = toy_history(codes=changed_codes)
+        changed_own = {**own, "code": changed_codes}
+        changed = history_inputs(changed_history, train["users"], train["items"], changed_own)
+        assert np.allclose(changed[row], loo[row])
+        same_user = (train["users"] == train["users"][row]) & (np.arange(len(train["users"])) != row)
+        assert all(not np.allclose(changed[other], loo[other]) for other in np.flatnonzero(same_user))
 
 
 def test_damped_bias_baseline_by_hand():

@@ -2,7 +2,9 @@
 
 Inputs for a (user, item) pair: the user and item id embeddings, train-history aggregates of each side (mean
 review code, mean CNN sentiment, damped mean rating, review count), the item's metadata, how the two histories
-match (product and cosine of the mean codes), and the damped user + item bias prediction. A review's code is
+match (product and cosine of the mean codes), the user's taste for the item (their train reviews' codes
+weighted by how much better than its item's bias each was rated, against the item's code), and the damped user
++ item bias prediction. A review's code is
 its autoencoder code (sentiment) beside its text code (the words that follow the item, such as its genre).
 Never the review being predicted: eval and test pairs see train aggregates only, and a train pair's aggregates
 (and biases) leave its own review out.
@@ -76,6 +78,7 @@ class History:
     user_rating_sum: np.ndarray
     user_sentiment_sum: np.ndarray
     user_code_sum: np.ndarray
+    user_taste_sum: np.ndarray  # codes of the user's reviews weighted by how they rated them (see _user_taste)
     user_bias: np.ndarray
     item_count: np.ndarray
     item_rating_sum: np.ndarray
@@ -107,7 +110,9 @@ class History:
             global_mean=mean,
             user_count=np.bincount(users, minlength=n_users).astype(np.float64),
             user_rating_sum=sums(users, n_users, ratings), user_sentiment_sum=sums(users, n_users, sentiment),
-            user_code_sum=sums(users, n_users, codes), user_bias=user_bias,
+            user_code_sum=sums(users, n_users, codes),
+            user_taste_sum=sums(users, n_users, (ratings - mean - item_bias[items])[:, None] * codes),
+            user_bias=user_bias,
             item_count=np.bincount(items, minlength=n_items).astype(np.float64),
             item_rating_sum=sums(items, n_items, ratings), item_sentiment_sum=sums(items, n_items, sentiment),
             item_code_sum=sums(items, n_items, codes), item_bias=item_bias, item_metadata=metadata_by_item,
@@ -146,6 +151,23 @@ def _own_item(items: np.ndarray, own: dict[str, np.ndarray] | None) -> np.ndarra
     return own.get("item", items) == items
 
 
+def _user_taste(
+    history: History, users: np.ndarray, items: np.ndarray, own: dict[str, np.ndarray] | None
+) -> np.ndarray:
+    """Each user's taste: the mean code of their train reviews, weighted by each review's rating over its item's.
+
+    Its dot product with an item's mean code sums the user's residuals over reviews whose text resembles the
+    item's (the same genre words): what they thought of items like this one, beyond their items' biases.
+    Leaves ``own`` out exactly: other items' biases never include the review (one review per user and item).
+    """
+    taste, count = history.user_taste_sum[users], history.user_count[users]
+    if own is not None:
+        own_item = own.get("item", items)
+        residual = own["rating"] - history.global_mean - history.item_bias[own_item]
+        taste, count = taste - residual[:, None] * own["code"], count - 1
+    return (taste / np.maximum(count, 1)[:, None]).astype(np.float32)
+
+
 def history_inputs(
     history: History, users: np.ndarray, items: np.ndarray, own: dict[str, np.ndarray] | None = None
 ) -> np.ndarray:
@@ -181,9 +203,11 @@ def history_inputs(
     user_code, item_code = user_side[0], item_side[0]
     norms = np.linalg.norm(user_code, axis=1) * np.linalg.norm(item_code, axis=1)
     cosine = np.einsum("ij,ij->i", user_code, item_code) / np.maximum(norms, 1e-9)
+    taste = _user_taste(history, users, items, own) * item_code
     return np.concatenate(
-        [*user_side, *item_side, history.item_metadata[items], user_code * item_code, cosine[:, None]], axis=1
-    ).astype(np.float32)
+        [*user_side, *item_side, history.item_metadata[items], user_code * item_code, cosine[:, None],
+         taste, taste.sum(axis=1, keepdims=True)], axis=1,
+    ).astype(np.float32)  # fmt: skip
 
 
 def bias_inputs(
@@ -458,6 +482,8 @@ def export_serving_model(
             self.model = model
             self.user_block = tf.Variable(user_block, trainable=False)
             self.item_block = tf.Variable(item_block, trainable=False)
+            self.user_taste = tf.Variable(_user_taste(history, all_users, all_items[:n_users] * 0, None),
+                                          trainable=False)  # fmt: skip
             self.user_bias = tf.Variable(history.user_bias.astype(np.float32), trainable=False)
             self.item_bias = tf.Variable(history.item_bias.astype(np.float32), trainable=False)
             self.global_mean = tf.constant(history.global_mean, tf.float32)
@@ -475,7 +501,9 @@ def export_serving_model(
             user_code, item_code = user_side[:, :code_width], item_side[:, :code_width]
             norms = tf.norm(user_code, axis=1) * tf.norm(item_code, axis=1)
             cosine = tf.reduce_sum(user_code * item_code, axis=1) / tf.maximum(norms, 1e-9)
-            pair = tf.concat([user_side, item_side, user_code * item_code, cosine[:, None]], axis=1)
+            taste = tf.gather(self.user_taste, user) * item_code
+            pair = tf.concat([user_side, item_side, user_code * item_code, cosine[:, None], taste,
+                              tf.reduce_sum(taste, axis=1, keepdims=True)], axis=1)  # fmt: skip
             bias = self.global_mean + tf.gather(self.user_bias, user) + tf.gather(self.item_bias, item)
             predicted = self.model({features.USER_INDEX: user, features.ITEM_INDEX: item, HISTORY_INPUT: pair,
                                     BIAS_INPUT: bias[:, None]}, training=False)  # fmt: skip

@@ -37,6 +37,7 @@ from keras import layers, regularizers
 from musicrec import features, metrics, schema
 from musicrec.artifacts import publish, staging_directory
 from musicrec.autoencoder import ENCODER_FILE, METADATA_INPUTS, NORMALIZATION_FILE, review_table
+from musicrec.progress import Progress
 from musicrec.settings import RatingSettings
 from musicrec.training import (
     ThroughputLogger,
@@ -537,6 +538,7 @@ def _ranking(
     popularity = history.item_count[:n_known_items]
     ours, popular = [], []
     chunk = max(1, 262_144 // max(n_known_items, 1))  # pairs scored per model call, bounded memory
+    progress = Progress(logger, "test users ranked over the catalogue", total=len(users), interval_seconds=30)
     for start in range(0, len(users), chunk):
         block = users[start : start + chunk]
         block_scores, _ = score_all_items(model, history, block, n_known_items)
@@ -544,6 +546,8 @@ def _ranking(
             seen = history.train_items(int(user))
             ours.append(top_items(scores, seen, TOP_K))
             popular.append(top_items(popularity, seen, TOP_K))
+        progress.advance(len(block))
+    progress.done()
     truth = [relevant[int(u)] for u in users]
     hr, ndcg = metrics.hit_rate_and_ndcg(np.array(ours), truth, TOP_K) if len(users) else (0.0, 0.0)
     pop_hr, pop_ndcg = metrics.hit_rate_and_ndcg(np.array(popular), truth, TOP_K) if len(users) else (0.0, 0.0)
@@ -682,6 +686,8 @@ def train_rating(
     n_known_items = graph.vocabulary_size_by_name(features.ITEM_VOCABULARY)
     cnn = keras.models.load_model(Path(cnn_model_dir) / "keras_model.keras")
     tables = {split: review_table(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
+    logger.info("train_dnn: CNN codes and sentiment of %s reviews (%.0f s)",
+                f"{sum(len(t['rating']) for t in tables.values()):,}", time.monotonic() - started)  # fmt: skip
     tokens = {split: _review_tokens(split_files(transformed_dir, split), spec) for split in schema.SPLITS}
     train_ids, train_items = tokens[schema.TRAIN]
     corpus_rate, projection = fit_text_projection(train_ids, train_items, n_known_items + 1)
@@ -692,6 +698,7 @@ def train_rating(
         sentiment_code = _encode(Path(encoder_dir), table["representation"])
         text_code = text_codes(tokens[split][0], corpus_rate, projection)
         table["code"] = np.concatenate([sentiment_code, text_code], axis=1)
+    logger.info("train_dnn: autoencoder and text codes done (%.0f s)", time.monotonic() - started)
     model, history, report = fit_and_evaluate(tables, n_known_users, n_known_items, settings)
     report["seconds"] = round(time.monotonic() - started, 3)
 

@@ -2,10 +2,10 @@
 
 Inputs for a (user, item) pair: the user and item id embeddings, train-history aggregates of each side (mean
 review code, mean CNN sentiment, damped mean rating, review count), the item's metadata, how the two histories
-match (product and cosine of the mean codes), the user's taste for the item (their train reviews' codes
-weighted by how much better than its item's bias each was rated, against the item's code), and the damped user
-+ item bias prediction. A review's code is
-its autoencoder code (sentiment) beside its text code (the words that follow the item, such as its genre).
+match (product and cosine of the mean codes), the user's taste for the item (their train reviews' codes,
+weighted by how far above its item's bias each was rated, against the item's code), and the damped user + item
+bias prediction. A review's code is its autoencoder code (sentiment) beside its text code (the words that
+follow the item, such as its genre).
 Never the review being predicted: eval and test pairs see train aggregates only, and a train pair's aggregates
 (and biases) leave its own review out.
 
@@ -159,7 +159,7 @@ def _user_taste(
 
     Its dot product with an item's mean code sums the user's residuals over reviews whose text resembles the
     item's (the same genre words): what they thought of items like this one, beyond their items' biases.
-    Leaves ``own`` out exactly: other items' biases never include the review (one review per user and item).
+    Leaves ``own`` out: the review's weighted code leaves the sum.
     """
     taste, count = history.user_taste_sum[users], history.user_count[users]
     if own is not None:
@@ -483,7 +483,7 @@ def export_serving_model(
             self.model = model
             self.user_block = tf.Variable(user_block, trainable=False)
             self.item_block = tf.Variable(item_block, trainable=False)
-            self.user_taste = tf.Variable(_user_taste(history, all_users, all_items[:n_users] * 0, None),
+            self.user_taste = tf.Variable(_user_taste(history, all_users, np.zeros(n_users, np.int64), None),
                                           trainable=False)  # fmt: skip
             self.user_bias = tf.Variable(history.user_bias.astype(np.float32), trainable=False)
             self.item_bias = tf.Variable(history.item_bias.astype(np.float32), trainable=False)
@@ -563,8 +563,7 @@ def _by_user_history(
 ) -> dict[str, dict[str, float]]:
     """RMSE of the model and the bias baseline for users with train reviews and for users new in the split.
 
-    New users have no history to learn from, so the two must score alike there; the model's gain lies with
-    returning users.
+    New users have no history of their own: any gain there comes from the item side alone.
     """
     segments = {}
     for name, rows in (("returning_users", returning), ("new_users", ~returning)):

@@ -14,6 +14,7 @@ from musicrec.rating import (
     INTERACTION_OUTPUT,
     RATING_OUTPUT,
     History,
+    all_items_inputs,
     bias_inputs,
     build_rating_model,
     damped_bias_baseline,
@@ -73,6 +74,17 @@ def test_train_pairs_leave_their_own_review_out():
         assert np.allclose(changed[row], loo[row])
         same_user = (train["users"] == train["users"][row]) & (np.arange(len(train["users"])) != row)
         assert all(not np.allclose(changed[other], loo[other]) for other in np.flatnonzero(same_user))
+
+
+def test_all_items_inputs_equal_pair_inputs_of_the_same_pairs():
+    """The ranking's fast path (each half built once, then repeated) builds exactly what pair_inputs builds."""
+    history, _ = toy_history(codes=np.random.default_rng(3).normal(size=(5, 2)))
+    users = np.array([2, 0, 3])  # user 3 has no train review
+    fast = all_items_inputs(history, users, 3)
+    slow = pair_inputs(history, np.repeat(users, 3), np.tile(np.arange(3), 3))
+    assert set(fast) == set(slow)
+    for name in slow:
+        assert np.array_equal(fast[name], slow[name]), name
 
 
 def test_damped_bias_baseline_by_hand():

@@ -680,6 +680,8 @@ def fit_and_evaluate(
                 name: np.histogram(values - truth, edges)[0].tolist()
                 for name, values in (("DNN", predicted), ("damped bias", bias))
             }}  # fmt: skip
+    logger.info("train_dnn: test RMSE %s, damped bias %s, by user history %s", report[schema.TEST]["rmse"],
+                report["baselines"][schema.TEST]["bias"]["rmse"], report["test_by_user"])  # fmt: skip
     report["ranking"] = _ranking(
         networks.model, history, tables[schema.TEST], n_known_users, n_known_items, settings
     )

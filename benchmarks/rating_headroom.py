@@ -36,7 +36,7 @@ _GENRE_DAMPINGS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 
 
 def _indices(ids: pd.Series, vocabulary: dict[str, int]) -> np.ndarray:
-    return ids.map(vocabulary).fillna(-1).to_numpy(dtype=np.int64)
+    return ids.map(vocabulary).to_numpy(dtype=np.int64)
 
 
 def _genre_residual_oracle(
@@ -68,6 +68,10 @@ def measure(n_reviews: int, seed: int, examples: Path) -> dict[str, object]:
     # Reviews of asins outside the catalogue (orphans) have no planted item; the baseline scores them alike.
     train = train[train["asin"].isin(items)].reset_index(drop=True)
     test = test[test["asin"].isin(items)].reset_index(drop=True)
+    if test.empty or not (train["reviewer_id"].isin(users).all() and test["reviewer_id"].isin(users).all()):
+        raise SystemExit(
+            f"{examples} was not ingested from data generated with --reviews {n_reviews} --seed {seed}"
+        )
     for frame in (train, test):
         frame["user"], frame["item"] = _indices(frame["reviewer_id"], users), _indices(frame["asin"], items)
         frame["genre"] = world.item_genre[frame["item"].to_numpy()]

@@ -79,7 +79,7 @@ class History:
     user_rating_sum: np.ndarray
     user_sentiment_sum: np.ndarray
     user_code_sum: np.ndarray
-    user_taste_sum: np.ndarray  # codes of the user's reviews weighted by how they rated them (see _user_taste)
+    user_taste_sum: np.ndarray  # the user's review codes, each times its rating over its item's bias (_user_taste)
     user_bias: np.ndarray
     item_count: np.ndarray
     item_rating_sum: np.ndarray

@@ -32,10 +32,11 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	@mkdir -p $(TMPDIR)
 	$(BIN)/pytest -m "not slow"
 
-lint: $(STAMP) ## Lint and format-check the code and the Dockerfile
+lint: $(STAMP) ## Lint and format-check the code and the Dockerfile; check the import layers (import-linter)
 	$(BIN)/ruff check src components pipelines tests benchmarks
 	$(BIN)/ruff format --check src components pipelines tests benchmarks
 	$(BIN)/hadolint containers/Dockerfile
+	$(BIN)/lint-imports
 
 compile: $(STAMP) ## Recompile pipelines/music_recommender.yaml
 	$(BIN)/musicrec compile

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from musicrec.generate import generate_dataset, planted_world
-from musicrec.ingest import ingest
+from musicrec.data.generate import generate_dataset
+from musicrec.data.ingest import ingest
+from musicrec.data.planted import planted_world
 from musicrec.metrics import rmse
-from musicrec.rating import BIAS_DAMPING, damped_bias_baseline
+from musicrec.models.recommender.history import BIAS_DAMPING, damped_bias_baseline
 
 _GENRE_DAMPINGS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from musicrec.generate import FULL_SCALE_ITEMS, FULL_SCALE_REVIEWS, ITEMS_PER_REVIEW
+from musicrec.data.planted import FULL_SCALE_ITEMS, FULL_SCALE_REVIEWS, ITEMS_PER_REVIEW
 
 _CALL = "import sys; from musicrec.progress import configure_logging; configure_logging(); "
 
@@ -64,7 +64,7 @@ def normalizer_docs_per_second(examples: Path, limit: int = 200_000) -> dict[str
     """The normalizer alone on train review texts and summaries, one core, cold stem cache."""
     import pyarrow.parquet as pq
 
-    from musicrec.text import normalize
+    from musicrec.data.text import normalize
 
     table = pq.read_table(examples / "train", columns=["review_text", "summary"]).slice(0, limit)
     rates = {}
@@ -94,12 +94,12 @@ def main() -> None:
         "generate": measure([sys.executable, "-m", "pipelines.cli", "generate", "--reviews", str(args.reviews),
                              "--items", str(items), "--seed", "0", "--out", str(data)]),
         "ingest": measure([sys.executable, "-c",
-                           _CALL + "from musicrec.ingest import ingest; ingest(*sys.argv[1:])",
+                           _CALL + "from musicrec.data.ingest import ingest; ingest(*sys.argv[1:])",
                            str(data / "Digital_Music.json.gz"), str(data / "meta_Digital_Music.json.gz"),
                            str(ingested / "examples"), str(ingested / "quarantine.jsonl.gz"),
                            str(ingested / "report.json")]),
         "preprocess": measure([sys.executable, "-c",
-                               _CALL + "from musicrec.transform import preprocess; preprocess(*sys.argv[1:])",
+                               _CALL + "from musicrec.data.transform import preprocess; preprocess(*sys.argv[1:])",
                                str(ingested / "examples"), str(preprocessed / "transformed"),
                                str(preprocessed / "graph"), str(preprocessed / "report.json")]),
     }  # fmt: skip

@@ -17,9 +17,8 @@ from pathlib import Path
 import keras  # Keras 3 before anything imports tensorflow_transform
 
 from musicrec import features, schema
-from musicrec.sentiment import TEXT_INPUTS, build_cnn
-from musicrec.settings import CnnSettings
-from musicrec.training import (
+from musicrec.models.sentiment import TEXT_INPUTS, build_cnn
+from musicrec.models.training import (
     distribution_strategy,
     make_dataset,
     seed_everything,
@@ -27,6 +26,7 @@ from musicrec.training import (
     transformed_feature_spec,
     vocabulary_size,
 )
+from musicrec.settings import CnnSettings
 
 _WARMUP_STEPS = 30
 

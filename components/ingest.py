@@ -1,4 +1,4 @@
-"""The ingest step as a KFP component; the logic lives in :mod:`musicrec.ingest`."""
+"""The ingest step as a KFP component; the logic lives in :mod:`musicrec.data.ingest`."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Markdown, Output
@@ -25,22 +25,11 @@ def ingest(
         report: the ingest report as JSON (counts, reasons, splits, input sha256).
         report_markdown: the same report rendered for the Kubeflow UI.
     """
-    from musicrec.artifacts import attach_metadata
-    from musicrec.ingest import IngestError, artifact_metadata
-    from musicrec.ingest import ingest as run_ingest
-    from musicrec.progress import configure_logging
+    from components.runtime import publish, step
+    from musicrec.data.ingest import artifact_metadata
+    from musicrec.data.ingest import ingest as run_ingest
 
-    configure_logging()
-    try:
-        result = run_ingest(
-            reviews_uri=reviews_uri,
-            metadata_uri=metadata_uri,
-            examples_dir=examples.path,
-            quarantine_path=quarantine.path,
-            report_path=report.path,
-            markdown_path=report_markdown.path,
-        )
-    except IngestError as error:
-        raise SystemExit(f"ingest failed: {error}") from None
-    outputs = {"examples": examples, "quarantine": quarantine, "report": report}
-    attach_metadata(outputs, artifact_metadata(result))
+    with step("ingest"):
+        result = run_ingest(reviews_uri, metadata_uri, examples.path, quarantine.path, report.path,
+                            report_markdown.path)  # fmt: skip
+        publish({"examples": examples, "quarantine": quarantine, "report": report}, artifact_metadata(result))

@@ -1,4 +1,4 @@
-"""The push step as a KFP component; the logic lives in :mod:`musicrec.push`."""
+"""The push step as a KFP component; the logic lives in :mod:`musicrec.release.push`."""
 
 from typing import NamedTuple
 
@@ -30,27 +30,19 @@ def push(
     Returns:
         The URI of the pushed recommender version and the version number (shared by the three models).
     """
-    import json
     from collections import namedtuple
     from pathlib import Path
 
-    from musicrec.artifacts import attach_metadata
-    from musicrec.lineage import ArtifactRef
-    from musicrec.progress import configure_logging
-    from musicrec.push import PushError, model_card_text, push_models
+    from components.runtime import publish, step
+    from musicrec.release.lineage import ArtifactRef
+    from musicrec.release.push import artifact_metadata, push_evaluated_models
 
-    configure_logging()
-    result = json.loads(Path(evaluation.path).read_text())
-    try:
-        record = push_models(
+    with step("push"):
+        record = push_evaluated_models(
             {"sentiment": cnn_model.path, "encoder": encoder.path, "recommender": rating_model.path},
-            result, push_destination, ArtifactRef("evaluate", "evaluation", evaluation.uri, Path(evaluation.path)),
+            ArtifactRef("evaluate", "evaluation", evaluation.uri, Path(evaluation.path)), push_destination,
+            model_card.path,
         )  # fmt: skip
-    except PushError as error:
-        raise SystemExit(f"push failed: {error}") from None
-    pushed = record["models"]["recommender"]
-    Path(model_card.path).write_text(model_card_text("recommender", record["version"], pushed, result))
-    card_metadata = {"version": record["version"], "seconds": record["seconds"], **record["models"]}
-    attach_metadata({"model_card": model_card}, {"model_card": card_metadata})
+        publish({"model_card": model_card}, artifact_metadata(record))
     outputs = namedtuple("PushOutputs", ["pushed_model", "version"])
-    return outputs(pushed, record["version"])
+    return outputs(record["models"]["recommender"], record["version"])

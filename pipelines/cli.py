@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from musicrec.errors import LineageError, MusicrecError, RunError
 from musicrec.progress import configure_logging
 from pipelines.local_run import DEFAULT_SAMPLE_REVIEWS
 
@@ -37,7 +38,7 @@ def compile_pipeline(out: str | Path = COMPILED_PIPELINE, image: str | None = No
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from musicrec.generate import generate_dataset
+    from musicrec.data.generate import generate_dataset
 
     files = generate_dataset(args.out, args.reviews, args.items, args.seed)
     print(
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> None:
     print(format_summary(summary))
     print(f"summary: {Path(args.output).resolve() / 'summary.json'}")
     if summary.get("pushed_model"):
-        from musicrec.lineage import load, render_tree
+        from musicrec.release.lineage import load, render_tree
 
         print(f"\nlineage of {summary['pushed_model']}:")
         print(render_tree(load(summary["pushed_model"])))
@@ -82,8 +83,6 @@ def submit_run(
 
     import kfp
 
-    from pipelines.local_run import RunError
-
     with tempfile.TemporaryDirectory(prefix="musicrec-submit-") as scratch:
         package = compile_pipeline(Path(scratch) / "music_recommender.yaml", image)
         try:
@@ -111,7 +110,7 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _lineage(args: argparse.Namespace) -> None:
-    from musicrec.lineage import LineageError, load, render_tree, verify
+    from musicrec.release.lineage import load, render_tree, verify
 
     lineage = load(args.target)
     checks = verify(lineage) if args.verify else []
@@ -139,14 +138,14 @@ def _compile(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> None:
-    from musicrec.sentiment import score_texts
+    from musicrec.models.sentiment import score_texts
 
     probability = score_texts(args.model, [args.text], [args.summary])[0]
     print(f"{probability:.4f}\t{'positive' if probability >= 0.5 else 'negative'}")
 
 
 def _recommend(args: argparse.Namespace) -> None:
-    from musicrec.rating import recommend
+    from musicrec.models.recommender.serving import recommend
 
     for rank, (asin, rating) in enumerate(recommend(args.model, args.user, args.k), start=1):
         print(f"{rank:>3}  {asin}  {rating:.3f}")
@@ -227,32 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``musicrec`` console script; returns the process exit code."""
-    from musicrec.generate import GeneratorError
-    from musicrec.lineage import LineageError
-    from musicrec.storage import StorageError
-    from pipelines.local_run import RunError
+    """Entry point of the ``musicrec`` console script; returns the process exit code.
 
-    # What loading a model directory without a model raises (tf.saved_model.load, keras.models.load_model).
-    missing_model = (OSError, ValueError)
-
+    Every expected failure is a :class:`~musicrec.errors.MusicrecError`: one line on stderr, exit code 1.
+    """
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.handler(args)
-    except (RunError, StorageError, GeneratorError, LineageError) as error:
+    except MusicrecError as error:
         print(f"musicrec {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyError as error:
-        if args.command != "recommend":
-            raise
-        print(f"musicrec recommend: error: {error.args[0]}", file=sys.stderr)
-        return 1
-    except missing_model as error:
-        if args.command not in ("score", "recommend"):
-            raise
-        message = f"musicrec {args.command}: error: cannot load a model from {args.model}: {error}"
-        print(message.splitlines()[0], file=sys.stderr)
         return 1
     return 0
 

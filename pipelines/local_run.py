@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from musicrec import features, schema
-from musicrec.generate import generate_dataset
+from musicrec.data.generate import generate_dataset
+from musicrec.errors import RunError
+from musicrec.release.model_store import push_of_evaluation
+from musicrec.release.summary import run_summary
+from musicrec.settings import check_pipeline_arguments
 
 logger = logging.getLogger("musicrec.run")
 
@@ -20,10 +24,6 @@ DEFAULT_SAMPLE_REVIEWS = 40_000
 DEFAULT_SAMPLE_SEED = 2018
 MODEL_STORE = "model_store"  # push_destination of a local run, under its output directory
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class RunError(RuntimeError):
-    """A local run could not start or a step failed; the message is one line for the user."""
 
 
 def pipeline_parameters() -> dict[str, str]:
@@ -39,6 +39,7 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
 
     Raises:
         RunError: a pair without ``=``, an unknown name, or a value of the wrong type.
+        SettingsError: a hyperparameter or threshold out of range.
     """
     known = pipeline_parameters()
     parsed: dict[str, Any] = {}
@@ -62,6 +63,7 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
                 parsed[name] = value
         except ValueError:
             raise RunError(f"--param {name}={value!r}: expected {kind.lower()}") from None
+    check_pipeline_arguments(parsed)
     return parsed
 
 
@@ -72,88 +74,6 @@ def _check_local_input(uri: str) -> None:
     path = Path(uri.removeprefix("file://"))
     if not path.is_file():
         raise RunError(f"cannot read {uri}: {'is a directory' if path.is_dir() else 'not found'}")
-
-
-def _picked(report: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {key: report[key] for key in keys}
-
-
-def _model_summary(report: dict[str, Any], scores: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """A training step's eval and test scores (all, or only ``scores``) with the baselines of each split."""
-    summary = {
-        split: _picked(report[split], scores or tuple(report[split])) for split in (schema.EVAL, schema.TEST)
-    }
-    summary["baselines"] = report["baselines"][schema.TEST]
-    summary["eval_baselines"] = report["baselines"][schema.EVAL]
-    return summary
-
-
-def _ingest_summary(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("lines_read", "kept", "quarantined", "duplicates", "quarantine_reasons", "users", "items",
-            "reviews_without_metadata", "rating_histogram", "date_range", "splits", "inputs")  # fmt: skip
-    return {"ingest": _picked(report, keys)}
-
-
-def _preprocess_summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {"preprocess": _picked(report, ("vocabulary_sizes", "splits", "reviews_per_second", "settings"))}
-
-
-def _sentiment_summary(report: dict[str, Any]) -> dict[str, Any]:
-    summary = _model_summary(report, ("accuracy", "balanced_accuracy", "auc"))
-    summary["train_examples_per_second"] = report["train_examples_per_second"]
-    return {"sentiment": summary}
-
-
-def _autoencoder_summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {"autoencoder": _model_summary(report)}
-
-
-def _rating_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """train_dnn fills two summary keys: ``rating`` and ``ranking``."""
-    return {
-        "rating": _model_summary(report) | {"test_by_user": report["test_by_user"]},
-        "ranking": report["ranking"],
-    }
-
-
-def _evaluate_summary(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate's test scorecard replaces the training steps' test numbers (they agree), plus the blessing."""
-    summary: dict[str, Any] = {"blessed": evaluation["blessed"], "blessing_reasons": evaluation["reasons"],
-                               "serving_check": evaluation["serving_check"], "pushed_model": None}  # fmt: skip
-    return summary
-
-
-def _push_summary(executor_output: dict[str, Any]) -> dict[str, Any]:
-    card = executor_output["artifacts"]["model_card"]["artifacts"][0]["metadata"]
-    values = executor_output.get("parameterValues", {})
-    return {"pushed_model": values["pushed_model"], "pushed_version": int(values["version"]),
-            "pushed_models": {name: card[name] for name in ("sentiment", "encoder", "recommender")},
-            "seconds": card["seconds"]}  # fmt: skip
-
-
-# Each built step: its task directory, the JSON file its results are read from, and how they become summary keys.
-_STEP_SUMMARIES = {
-    "ingest": ("report", _ingest_summary),
-    "preprocess": ("report", _preprocess_summary),
-    "train-cnn": ("report", _sentiment_summary),
-    "train-autoencoder": ("report", _autoencoder_summary),
-    "train-dnn": ("report", _rating_summary),
-    "evaluate": ("evaluation", _evaluate_summary),
-    "push": ("executor_output.json", _push_summary),
-}
-
-
-def build_summary(run_dir: Path) -> dict[str, Any]:
-    """Collect the results of one finished local run directory (``<pipeline_root>/<pipeline>-<ts>``)."""
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "seconds": {}}
-    for step, (file_name, summarize) in _STEP_SUMMARIES.items():
-        path = run_dir / step / file_name
-        if path.is_file():
-            document = json.loads(path.read_text())
-            results = summarize(document)
-            summary["seconds"][step] = results.pop("seconds", document.get("seconds"))
-            summary.update(results)
-    return summary
 
 
 def run_locally(
@@ -181,7 +101,7 @@ def run_locally(
     """
     from kfp import local
 
-    from pipelines.music_recommender import PIPELINE_NAME, music_recommender
+    from pipelines.music_recommender import music_recommender
 
     if (reviews_uri is None) != (metadata_uri is None):
         raise RunError("give both --reviews and --metadata, or neither to use the generated sample")
@@ -200,7 +120,6 @@ def run_locally(
     pipeline_root = output / "pipeline_root"
     workspace = output / "workspace"
     workspace.mkdir(exist_ok=True)
-    before = set(pipeline_root.glob(f"{PIPELINE_NAME}-*"))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                workspace_root=str(workspace))  # fmt: skip
     with warnings.catch_warnings():
@@ -209,14 +128,14 @@ def run_locally(
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
             arguments = {"push_destination": str(output / MODEL_STORE), **(parameters or {})}
-            music_recommender(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **arguments)
+            run = music_recommender(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **arguments)
         except RuntimeError as error:
             message = _ANSI.sub("", str(error)).splitlines()[0]
             raise RunError(f"{message} (the task's log above says why)") from None
-    new_runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
-    if not new_runs:
-        raise RunError(f"the run left no directory under {pipeline_root}")
-    summary = build_summary(new_runs[-1])
+    evaluation_path = Path(run.output.path)
+    evaluation = json.loads(evaluation_path.read_text())
+    pushed = push_of_evaluation(arguments["push_destination"], evaluation["id"]) if evaluation["blessed"] else None
+    summary = run_summary(evaluation, pushed, str(evaluation_path.parents[1]))
     summary["seconds"] = {**seconds, **summary["seconds"], "total": round(time.monotonic() - started, 3)}
     partial = output / "summary.json.partial"
     partial.write_text(json.dumps(summary, indent=2) + "\n")

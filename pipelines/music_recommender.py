@@ -1,6 +1,7 @@
 """The music recommender DAG: one typed KFP v2 pipeline, free of any runner or environment specifics."""
 
 from kfp import dsl, kubernetes
+from kfp.dsl import Artifact
 
 from components.evaluate import evaluate
 from components.ingest import ingest
@@ -9,7 +10,15 @@ from components.push import push
 from components.train_autoencoder import train_autoencoder
 from components.train_cnn import train_cnn
 from components.train_dnn import train_dnn
-from musicrec.settings import AutoencoderSettings, BlessingSettings, CnnSettings, RatingSettings, TransformSettings
+from musicrec.settings import (
+    PIPELINE_SETTINGS,
+    AutoencoderSettings,
+    BlessingSettings,
+    CnnSettings,
+    RatingSettings,
+    TransformSettings,
+    documented_with,
+)
 
 PIPELINE_NAME = "music-recommender"
 # The EKS managed node group that carries the NVIDIA GPUs (manifests/), and its taint.
@@ -29,17 +38,18 @@ def on_gpu(task: dsl.PipelineTask) -> dsl.PipelineTask:
     name=PIPELINE_NAME,
     description="Review-aware music recommender trained on Amazon Review Data (2018) Digital Music.",
 )
+@documented_with(*PIPELINE_SETTINGS, prefixed=True)
 def music_recommender(
     reviews_uri: str,
     metadata_uri: str,
     push_destination: str,
-    review_vocabulary_size: int = TransformSettings.review_vocabulary_size,
-    summary_vocabulary_size: int = TransformSettings.summary_vocabulary_size,
-    min_token_frequency: int = TransformSettings.min_token_frequency,
-    max_review_tokens: int = TransformSettings.max_review_tokens,
-    max_summary_tokens: int = TransformSettings.max_summary_tokens,
     beam_runner: str = "DirectRunner",
     beam_options: str = "",
+    preprocess_review_vocabulary_size: int = TransformSettings.review_vocabulary_size,
+    preprocess_summary_vocabulary_size: int = TransformSettings.summary_vocabulary_size,
+    preprocess_min_token_frequency: int = TransformSettings.min_token_frequency,
+    preprocess_max_review_tokens: int = TransformSettings.max_review_tokens,
+    preprocess_max_summary_tokens: int = TransformSettings.max_summary_tokens,
     cnn_embedding_dim: int = CnnSettings.embedding_dim,
     cnn_filters: int = CnnSettings.filters,
     cnn_kernel_sizes: str = ",".join(map(str, CnnSettings.kernel_sizes)),
@@ -47,12 +57,16 @@ def music_recommender(
     cnn_learning_rate: float = CnnSettings.learning_rate,
     cnn_batch_size: int = CnnSettings.batch_size,
     cnn_epochs: int = CnnSettings.epochs,
+    cnn_patience: int = CnnSettings.patience,
+    cnn_seed: int = CnnSettings.seed,
     ae_bottleneck: int = AutoencoderSettings.bottleneck,
     ae_hidden_units: str = ",".join(map(str, AutoencoderSettings.hidden_units)),
     ae_learning_rate: float = AutoencoderSettings.learning_rate,
     ae_momentum: float = AutoencoderSettings.momentum,
     ae_batch_size: int = AutoencoderSettings.batch_size,
     ae_epochs: int = AutoencoderSettings.epochs,
+    ae_patience: int = AutoencoderSettings.patience,
+    ae_seed: int = AutoencoderSettings.seed,
     dnn_id_embedding_dim: int = RatingSettings.id_embedding_dim,
     dnn_hidden_units: str = ",".join(map(str, RatingSettings.hidden_units)),
     dnn_l2: float = RatingSettings.l2,
@@ -60,58 +74,35 @@ def music_recommender(
     dnn_learning_rate: float = RatingSettings.learning_rate,
     dnn_batch_size: int = RatingSettings.batch_size,
     dnn_epochs: int = RatingSettings.epochs,
+    dnn_patience: int = RatingSettings.patience,
     dnn_negatives: int = RatingSettings.negatives,
-    ranking_users: int = RatingSettings.ranking_users,
-    min_sentiment_auc: float = BlessingSettings.min_sentiment_auc,
-    max_rating_rmse: float = BlessingSettings.max_rating_rmse,
-    min_ranking_ndcg: float = BlessingSettings.min_ranking_ndcg,
-    max_regression: float = BlessingSettings.max_regression,
-    serving_tolerance: float = BlessingSettings.serving_tolerance,
-    seed: int = CnnSettings.seed,
-) -> None:
+    dnn_text_tokens: int = RatingSettings.text_tokens,
+    dnn_text_dims: int = RatingSettings.text_dims,
+    dnn_ranking_users: int = RatingSettings.ranking_users,
+    dnn_seed: int = RatingSettings.seed,
+    blessing_min_sentiment_auc: float = BlessingSettings.min_sentiment_auc,
+    blessing_max_rating_rmse: float = BlessingSettings.max_rating_rmse,
+    blessing_min_ranking_ndcg: float = BlessingSettings.min_ranking_ndcg,
+    blessing_max_regression: float = BlessingSettings.max_regression,
+    blessing_serving_tolerance: float = BlessingSettings.serving_tolerance,
+) -> Artifact:
     """Train a review-aware music recommender from Amazon Review Data (2018) "Digital Music".
+
+    Every hyperparameter and threshold is a parameter named ``<prefix>_<setting>``; its default and description
+    come from ``musicrec.settings`` (a test checks this signature against it).
 
     Args:
         reviews_uri: Digital_Music.json(.gz): a path in the container, s3://bucket/key or gs://bucket/key.
         metadata_uri: meta_Digital_Music.json(.gz), same schemes.
         push_destination: the model store blessed models are pushed to (TF Serving layout): s3://bucket/prefix,
             gs://bucket/prefix or a path on a volume the pods share.
-        review_vocabulary_size: the most review tokens in the vocabulary (most frequent in train).
-        summary_vocabulary_size: the most summary tokens in the vocabulary.
-        min_token_frequency: tokens seen fewer times in train are out of vocabulary.
-        max_review_tokens: review token sequences are truncated or padded to this length.
-        max_summary_tokens: summary token sequences are truncated or padded to this length.
         beam_runner: Beam runner of the preprocess step (DirectRunner in the pod; DataflowRunner, FlinkRunner...).
         beam_options: further Beam flags for that runner, one shell-quoted string.
-        cnn_embedding_dim: token embedding width of the sentiment CNN.
-        cnn_filters: filters of each CNN convolution branch.
-        cnn_kernel_sizes: comma-separated kernel widths of the parallel review convolutions.
-        cnn_dropout: dropout rate before the CNN classifier.
-        cnn_learning_rate: Adam learning rate of the CNN.
-        cnn_batch_size: CNN examples a step.
-        cnn_epochs: the most CNN epochs (early stopping on eval AUC).
-        ae_bottleneck: autoencoder code size (and the PCA baseline's dimension).
-        ae_hidden_units: comma-separated autoencoder encoder widths, mirrored by the decoder.
-        ae_learning_rate: autoencoder SGD learning rate.
-        ae_momentum: autoencoder SGD momentum.
-        ae_batch_size: autoencoder examples a step.
-        ae_epochs: the most autoencoder epochs (early stopping on eval reconstruction error).
-        dnn_id_embedding_dim: user and item embedding width of the rating DNN.
-        dnn_hidden_units: comma-separated dense widths of the rating DNN.
-        dnn_l2: L2 penalty on the rating DNN's embeddings and kernels.
-        dnn_dropout: dropout after each rating DNN dense layer.
-        dnn_learning_rate: Adam learning rate of the rating DNN.
-        dnn_batch_size: rating DNN examples a step.
-        dnn_epochs: the most rating DNN epochs (early stopping on eval RMSE).
-        dnn_negatives: items sampled against each train review for the DNN's ranking (interaction) head.
-        ranking_users: the most test users ranked for HR@10 / NDCG@10 (seeded sample; DESIGN.md says 5,000).
-        min_sentiment_auc: blessing needs at least this sentiment test AUC.
-        max_rating_rmse: blessing needs at most this rating test RMSE.
-        min_ranking_ndcg: blessing needs at least this test NDCG@10.
-        max_regression: blessing tolerates this much worsening of those metrics against the pushed version.
-        serving_tolerance: blessing tolerates this AUC gap between the served SavedModel and training's measure.
-        seed: seeds every model's weights, shuffling and dropout.
+
+    Returns:
+        evaluate's ``evaluation`` artifact: the blessing, the scorecard, every step's results and the lineage.
     """
+    arguments = locals()
     ingest_task = (
         ingest(reviews_uri=reviews_uri, metadata_uri=metadata_uri)
         .set_display_name("Ingest reviews")
@@ -124,13 +115,9 @@ def music_recommender(
     preprocess_task = (
         preprocess(
             examples=ingest_task.outputs["examples"],
-            review_vocabulary_size=review_vocabulary_size,
-            summary_vocabulary_size=summary_vocabulary_size,
-            min_token_frequency=min_token_frequency,
-            max_review_tokens=max_review_tokens,
-            max_summary_tokens=max_summary_tokens,
             beam_runner=beam_runner,
             beam_options=beam_options,
+            **TransformSettings.task_arguments(arguments),
         )
         .set_display_name("Preprocess: NLTK + tf.Transform")
         .set_cpu_request("2")
@@ -142,14 +129,7 @@ def music_recommender(
         train_cnn(
             transformed_examples=preprocess_task.outputs["transformed_examples"],
             transform_graph=preprocess_task.outputs["transform_graph"],
-            embedding_dim=cnn_embedding_dim,
-            filters=cnn_filters,
-            kernel_sizes=cnn_kernel_sizes,
-            dropout=cnn_dropout,
-            learning_rate=cnn_learning_rate,
-            batch_size=cnn_batch_size,
-            epochs=cnn_epochs,
-            seed=seed,
+            **CnnSettings.task_arguments(arguments),
         )
         .set_display_name("Train sentiment CNN")
         .set_cpu_request("4")
@@ -161,13 +141,7 @@ def music_recommender(
             transformed_examples=preprocess_task.outputs["transformed_examples"],
             transform_graph=preprocess_task.outputs["transform_graph"],
             cnn_model=cnn_task.outputs["model"],
-            bottleneck=ae_bottleneck,
-            hidden_units=ae_hidden_units,
-            learning_rate=ae_learning_rate,
-            momentum=ae_momentum,
-            batch_size=ae_batch_size,
-            epochs=ae_epochs,
-            seed=seed,
+            **AutoencoderSettings.task_arguments(arguments),
         )
         .set_display_name("Train stacked autoencoder")
         .set_cpu_request("4")
@@ -180,18 +154,9 @@ def music_recommender(
             transform_graph=preprocess_task.outputs["transform_graph"],
             cnn_model=cnn_task.outputs["model"],
             encoder=autoencoder_task.outputs["encoder"],
-            id_embedding_dim=dnn_id_embedding_dim,
-            hidden_units=dnn_hidden_units,
-            l2=dnn_l2,
-            dropout=dnn_dropout,
-            learning_rate=dnn_learning_rate,
-            batch_size=dnn_batch_size,
-            epochs=dnn_epochs,
-            negatives=dnn_negatives,
-            ranking_users=ranking_users,
-            seed=seed,
+            **RatingSettings.task_arguments(arguments),
         )
-        .set_display_name("Train DNN rating model")
+        .set_display_name("Train DNN recommender")
         .set_cpu_request("4")
         .set_memory_request("8G")
         .set_memory_limit("16G")
@@ -202,6 +167,7 @@ def music_recommender(
             ingest_report=ingest_task.outputs["report"],
             transformed_examples=preprocess_task.outputs["transformed_examples"],
             transform_graph=preprocess_task.outputs["transform_graph"],
+            preprocess_report=preprocess_task.outputs["report"],
             cnn_model=cnn_task.outputs["model"],
             cnn_report=cnn_task.outputs["report"],
             encoder=autoencoder_task.outputs["encoder"],
@@ -210,11 +176,7 @@ def music_recommender(
             rating_model=dnn_task.outputs["model"],
             rating_report=dnn_task.outputs["report"],
             push_destination=push_destination,
-            min_sentiment_auc=min_sentiment_auc,
-            max_rating_rmse=max_rating_rmse,
-            min_ranking_ndcg=min_ranking_ndcg,
-            max_regression=max_regression,
-            serving_tolerance=serving_tolerance,
+            **BlessingSettings.task_arguments(arguments),
         )
         .set_display_name("Evaluate and bless")
         .set_cpu_request("2")
@@ -238,3 +200,4 @@ def music_recommender(
             .set_memory_limit("4G")
         )
         push_task.set_caching_options(enable_caching=False)
+    return evaluate_task.outputs["evaluation"]

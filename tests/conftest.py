@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from musicrec.generate import GeneratedFiles, generate_dataset
+from musicrec.data.generate import GeneratedFiles, generate_dataset
 
 
 def free_port() -> int:
@@ -74,9 +74,9 @@ def gcs_env(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(scope="session")
 def small_preprocessed(small_dataset: GeneratedFiles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The small data set through ingest and preprocess: what every training step reads."""
-    from musicrec.ingest import ingest
+    from musicrec.data.ingest import ingest
+    from musicrec.data.transform import preprocess
     from musicrec.settings import TransformSettings
-    from musicrec.transform import preprocess
 
     out = tmp_path_factory.mktemp("small_preprocessed")
     ingest(str(small_dataset.reviews_path), str(small_dataset.metadata_path), out / "examples",
@@ -91,7 +91,7 @@ def small_cnn(small_preprocessed: dict[str, Path], tmp_path_factory: pytest.Temp
     """The sentiment CNN trained on the small data set: its output directory and report."""
     from helpers import small_cnn_settings
 
-    from musicrec.sentiment import train_sentiment
+    from musicrec.models.sentiment import train_sentiment
 
     out = tmp_path_factory.mktemp("cnn")
     report = train_sentiment(small_preprocessed["transformed"], small_preprocessed["graph"], out / "model",
@@ -106,7 +106,8 @@ def small_models(small_cnn: tuple[Path, dict], tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("models")
     import keras
 
-    from musicrec.autoencoder import ENCODER_FILE, build_autoencoder
+    from musicrec.models.autoencoder import build_autoencoder
+    from musicrec.models.bundles import ENCODER_FILE
     from musicrec.settings import AutoencoderSettings
 
     _, encoder = build_autoencoder(6, AutoencoderSettings(bottleneck=2, hidden_units=(4,)))
@@ -126,8 +127,8 @@ def small_evaluation(
     small_models: dict[str, Path], small_dataset: GeneratedFiles, small_preprocessed: dict[str, Path]
 ) -> dict:
     """A blessed evaluation whose lineage names real artifacts and the real raw input files."""
-    from musicrec.lineage import ArtifactRef, build_chain, record_evaluation
-    from musicrec.storage import file_sha256
+    from musicrec.io.storage import file_sha256
+    from musicrec.release.lineage import ArtifactRef, build_chain, record_evaluation
 
     inputs = {
         role: {"uri": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}

@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from musicrec.autoencoder import ENCODER_FILE, build_autoencoder, pca_reconstruction_mse, train_autoencoder
+from musicrec.models.autoencoder import build_autoencoder, pca_reconstruction_mse, train_autoencoder
+from musicrec.models.bundles import ENCODER_FILE
 from musicrec.settings import AutoencoderSettings
 
 SETTINGS = AutoencoderSettings(bottleneck=4, hidden_units=(32, 16), epochs=8, batch_size=64, seed=3)

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from musicrec.evaluate import bless, gated_values, scorecard, serving_check
+from musicrec.release.evaluate import bless, serving_check
+from musicrec.release.scorecard import gated_values, scorecard
 from musicrec.settings import BlessingSettings
 
 SETTINGS = BlessingSettings()

@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 from helpers import read_lines, read_records
 
-from musicrec.generate import (
-    GENRES,
-    NEGATIVE_WORDS,
-    POSITIVE_WORDS,
-    RATING_SHARES,
-    GeneratorError,
-    generate_dataset,
-    planted_world,
-)
+from musicrec.data.generate import GENRES, NEGATIVE_WORDS, POSITIVE_WORDS, generate_dataset
+from musicrec.data.planted import RATING_SHARES, planted_world
+from musicrec.errors import GeneratorError
 
 REVIEW_KEY_ORDER = ["overall", "vote", "verified", "reviewTime", "reviewerID", "asin", "style", "reviewerName",
                     "reviewText", "summary", "unixReviewTime", "image"]  # fmt: skip

@@ -13,7 +13,8 @@ import pytest
 from helpers import read_lines, read_records
 
 from musicrec import schema
-from musicrec.ingest import IngestError, InvalidLineError, assign_splits, ingest, parse_metadata, parse_review
+from musicrec.data.ingest import InvalidLineError, assign_splits, ingest, parse_metadata, parse_review
+from musicrec.errors import IngestError
 
 VALID = {
     "overall": 4.0, "vote": "1,234", "verified": True, "reviewTime": "12 22, 2013", "reviewerID": "A1ZCPG3D3HGRSS",

@@ -8,10 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from musicrec.artifacts import attach_metadata, directory_sha256
-from musicrec.lineage import GIT_REVISION_VARIABLE, IMAGE_VARIABLE, LineageError, load, provenance, render_tree
-from musicrec.push import push_models
-from musicrec.storage import LocalStore
+from musicrec.errors import LineageError
+from musicrec.io.artifacts import attach_metadata, directory_sha256
+from musicrec.io.object_store import LocalStore
+from musicrec.io.provenance import GIT_REVISION_VARIABLE, IMAGE_VARIABLE, provenance
+from musicrec.release.lineage import load, render_tree
+from musicrec.release.push import push_models
 from pipelines.cli import main
 
 
@@ -82,7 +84,7 @@ def test_verify_reports_an_unreachable_input_without_failing(pushed, small_evalu
     _, record = pushed
     lineage = load(record["models"]["encoder"])
     lineage["steps"]["ingest"]["inputs"]["reviews"]["uri"] = str(tmp_path / "gone.json.gz")
-    from musicrec.lineage import verify
+    from musicrec.release.lineage import verify
 
     statuses = {check["uri"]: check["status"] for check in verify(lineage)}
     assert statuses[str(tmp_path / "gone.json.gz")] == "unreachable"

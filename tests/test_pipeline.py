@@ -32,9 +32,8 @@ def test_compiled_pipeline_shape(tmp_path):
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
     assert spec["pipelineInfo"]["name"] == "music-recommender"
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"reviews_uri", "metadata_uri", "beam_runner", "beam_options", "review_vocabulary_size"} <= set(
-        parameters
-    )
+    expected = {"reviews_uri", "metadata_uri", "beam_runner", "beam_options", "preprocess_review_vocabulary_size"}
+    assert expected <= set(parameters)
     assert (
         "defaultValue" not in parameters["reviews_uri"]
         and parameters["beam_runner"]["defaultValue"] == "DirectRunner"
@@ -110,11 +109,11 @@ def test_compile_can_point_every_step_at_another_image(tmp_path):
 
 def test_parameters_are_typed_and_checked():
     assert parse_parameters(["reviews_uri=s3://b/k"]) == {"reviews_uri": "s3://b/k"}
-    typed = parse_parameters(["seed=3", "dnn_l2=1e-3", "max_regression=0"])
-    assert typed == {"seed": 3, "dnn_l2": 0.001, "max_regression": 0.0}
+    typed = parse_parameters(["cnn_seed=3", "dnn_l2=1e-3", "blessing_max_regression=0"])
+    assert typed == {"cnn_seed": 3, "dnn_l2": 0.001, "blessing_max_regression": 0.0}
     assert [type(v) for v in typed.values()] == [int, float, float]
-    with pytest.raises(RunError, match=r"--param seed='x': expected integer"):
-        parse_parameters(["seed=x"])
+    with pytest.raises(RunError, match=r"--param cnn_seed='x': expected integer"):
+        parse_parameters(["cnn_seed=x"])
     with pytest.raises(RunError, match="unknown parameter"):
         parse_parameters(["learning_rate=0.1"])
     with pytest.raises(RunError, match="expected name=value"):
@@ -146,7 +145,8 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "run", "--output", str(out), "--sample-reviews", "3000",
-         "--param", "min_ranking_ndcg=0", "--param", "max_rating_rmse=5", "--param", "min_sentiment_auc=0.5"],
+         "--param", "blessing_min_ranking_ndcg=0", "--param", "blessing_max_rating_rmse=5",
+         "--param", "blessing_min_sentiment_auc=0.5"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -209,7 +209,7 @@ def test_musicrec_run_from_s3_through_kfp_local(tmp_path, s3_env, small_dataset)
     out = tmp_path / "run"
     assert main(["run", "--output", str(out), "--reviews", "s3://musicrec-e2e/r.json.gz",
                  "--metadata", "s3://musicrec-e2e/m.json.gz",
-                 "--param", "min_sentiment_auc=1.01"]) == 0  # fmt: skip
+                 "--param", "blessing_min_sentiment_auc=1.0"]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ingest"]["inputs"]["reviews"]["uri"] == "s3://musicrec-e2e/r.json.gz"
     assert summary["ingest"]["lines_read"] == 3000

@@ -9,22 +9,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from musicrec import storage
-from musicrec.lineage import load, verify
-from musicrec.push import (
-    EXTRA_DIRECTORY,
-    LINEAGE_FILE,
-    MODEL_CARD_FILE,
-    PushError,
-    current_push,
-    latest_version,
-    push_models,
-)
-from musicrec.sentiment import score_texts
-from musicrec.storage import LocalStore, StorageError, open_store
+from musicrec.errors import PushError, StorageError
+from musicrec.io import object_store, storage
+from musicrec.io.object_store import LocalStore, open_store
+from musicrec.models.bundles import EXTRA_DIRECTORY
+from musicrec.models.sentiment import score_texts
+from musicrec.release.lineage import load, verify
+from musicrec.release.model_store import LINEAGE_FILE, current_push, latest_version
+from musicrec.release.push import MODEL_CARD_FILE, push_models
 
 
-def assert_layout(store: storage.ObjectStore, version: int) -> None:
+def assert_layout(store: object_store.ObjectStore, version: int) -> None:
     for name in ("sentiment", "encoder", "recommender"):
         keys = set(store.list(f"{name}/{version}"))
         assert {f"{name}/{version}/saved_model.pb", f"{name}/{version}/{LINEAGE_FILE}",
@@ -192,12 +187,12 @@ def test_a_tree_hash_streams_objects_and_restarts_a_read_that_breaks(s3_env, tmp
     """Hashing a pushed tree never holds an object whole, and a read cut off mid-object is redone, not mixed in."""
     import boto3
 
-    from musicrec.artifacts import directory_sha256
+    from musicrec.io.artifacts import directory_sha256
 
     boto3.client("s3").create_bucket(Bucket="hashes")
     store = open_store("s3://hashes/tree")
     rng = np.random.default_rng(0)
-    files = {"shards/part-0.bin": rng.bytes(2 * storage._READ_BUFFER_BYTES + 5), "report.json": b"{}"}
+    files = {"shards/part-0.bin": rng.bytes(2 * storage.READ_BUFFER_BYTES + 5), "report.json": b"{}"}
     for key, data in files.items():
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / key).write_bytes(data)

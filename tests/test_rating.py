@@ -8,27 +8,22 @@ import numpy as np
 import pytest
 
 from musicrec import features
-from musicrec.rating import (
+from musicrec.models import bundles
+from musicrec.models.recommender.history import (
     BIAS_DAMPING,
     BIAS_INPUT,
-    INTERACTION_OUTPUT,
-    RATING_OUTPUT,
     History,
-    all_items_inputs,
     bias_inputs,
-    build_rating_model,
     damped_bias_baseline,
-    fit_text_projection,
     history_inputs,
-    implicit_pairs,
     pair_inputs,
-    ranking_score,
-    recommend,
-    sample_negatives,
-    text_codes,
-    top_items,
-    train_rating,
 )
+from musicrec.models.recommender.negatives import implicit_pairs, sample_negatives
+from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT, build_rating_model
+from musicrec.models.recommender.ranking import all_items_inputs, ranking_score, top_items
+from musicrec.models.recommender.serving import recommend
+from musicrec.models.recommender.text_codes import fit_text_projection, text_codes
+from musicrec.models.recommender.train import train_rating
 from musicrec.settings import AutoencoderSettings, RatingSettings
 
 SETTINGS = RatingSettings(epochs=3, batch_size=128, ranking_users=200, seed=5)
@@ -165,7 +160,7 @@ def test_text_codes_separate_items_by_their_words_and_read_only_their_own_review
     items = np.repeat(np.arange(4), 20)
     tokens = np.where((items < 2)[:, None], rng.integers(1, 4, (80, 5)), rng.integers(4, 7, (80, 5)))
     tokens = np.concatenate([tokens, np.full((80, 1), 7), np.zeros((80, 2), np.int64)], axis=1)
-    corpus_rate, projection = fit_text_projection(tokens, items, 5)
+    corpus_rate, projection = fit_text_projection(tokens, items, 5, tokens=1_000, dims=24)
     codes = text_codes(tokens, corpus_rate, projection)
     profiles = np.stack([codes[items == i].mean(0) for i in range(4)])
     assert np.linalg.norm(profiles[0] - profiles[1]) < np.linalg.norm(profiles[0] - profiles[2]) / 5
@@ -187,7 +182,7 @@ def test_predictions_are_valid_ratings_and_top_items_skip_history():
 
 @pytest.fixture(scope="module")
 def trained(small_preprocessed, small_cnn, tmp_path_factory):
-    from musicrec.autoencoder import train_autoencoder
+    from musicrec.models.autoencoder import train_autoencoder
 
     out = tmp_path_factory.mktemp("dnn")
     cnn_dir, _ = small_cnn
@@ -223,7 +218,7 @@ def test_report_holds_rating_and_ranking_beside_baselines(trained):
 def test_recommend_returns_unseen_items_for_a_train_user(trained):
     out, _ = trained
     users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
-    history = History.load(out / "model" / "history.npz")
+    history = History.from_arrays(bundles.load_recommender(out / "model").history)
     items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
     user = int(np.argmax(history.user_count[: len(users)]))
     recommended = recommend(out / "model", users[user], k=5)
@@ -237,13 +232,12 @@ def test_recommend_returns_unseen_items_for_a_train_user(trained):
 
 def test_recommend_ranks_by_the_measured_interaction_score(trained):
     """The CLI's recommendations follow the same score as the report's HR@10 / NDCG@10."""
-    import keras
 
     out, _ = trained
     users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
     items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
-    history = History.load(out / "model" / "history.npz")
-    model = keras.models.load_model(out / "model" / "rating_model.keras")
+    history = History.from_arrays(bundles.load_recommender(out / "model").history)
+    model = bundles.load_recommender(out / "model").model
     user = int(np.argmax(history.user_count[: len(users)]))
     pairs = pair_inputs(history, np.full(len(items), user), np.arange(len(items)))
     predicted = model.predict(pairs, verbose=0)
@@ -258,18 +252,18 @@ def test_recommend_ranks_by_the_measured_interaction_score(trained):
 
 def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(trained):
     """TF Serving needs no Python: raw reviewerID / asin in, the same rating and ranking score out."""
-    import keras
     import tensorflow as tf
 
-    from musicrec.rating import INTERACTION_OUTPUT, MODEL_FILE, RATING_OUTPUT, score_all_items
+    from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT
+    from musicrec.models.recommender.ranking import score_all_items
 
     out, _ = trained
     root = out / "model"
     users = (root / features.USER_VOCABULARY).read_text().splitlines()
     items = (root / features.ITEM_VOCABULARY).read_text().splitlines()
-    history = History.load(root / "history.npz")
+    history = History.from_arrays(bundles.load_recommender(root).history)
     picked = np.array([0, len(users) // 2, len(users) - 1])
-    ranking, ratings = score_all_items(keras.models.load_model(root / MODEL_FILE), history, picked, len(items))
+    ranking, ratings = score_all_items(bundles.load_recommender(root).model, history, picked, len(items))
     serve = tf.saved_model.load(str(root)).signatures["serving_default"]
     served = serve(user_id=tf.constant(np.repeat([users[u] for u in picked], len(items))),
                    item_id=tf.constant(np.tile(items, len(picked))))  # fmt: skip
@@ -277,5 +271,5 @@ def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(trained
     np.testing.assert_allclose(served[INTERACTION_OUTPUT].numpy(), ranking.ravel(), atol=1e-5)
     # Ids never seen in train take the out-of-vocabulary index, as history_inputs does for them.
     unseen = serve(user_id=tf.constant(["ANOBODY"]), item_id=tf.constant([items[0]]))
-    expected, _ = score_all_items(keras.models.load_model(root / MODEL_FILE), history, np.array([len(users)]), 1)
+    expected, _ = score_all_items(bundles.load_recommender(root).model, history, np.array([len(users)]), 1)
     np.testing.assert_allclose(unseen[INTERACTION_OUTPUT].numpy(), expected.ravel(), atol=1e-5)

@@ -10,9 +10,10 @@ import pytest
 from helpers import small_cnn_settings
 
 from musicrec import features, schema
-from musicrec.sentiment import REVIEW_CODE_LAYER, build_cnn, score_texts, train_sentiment
+from musicrec.errors import TrainingError
+from musicrec.models.sentiment import REVIEW_CODE_LAYER, build_cnn, score_texts, train_sentiment
+from musicrec.models.training import make_dataset, split_files, transformed_feature_spec
 from musicrec.settings import CnnSettings
-from musicrec.training import TrainingError, make_dataset, split_files, transformed_feature_spec
 
 SETTINGS = small_cnn_settings()
 
@@ -71,7 +72,7 @@ def test_exported_model_matches_the_trained_keras_model(trained, small_preproces
     rows = pq.read_table(small_preprocessed["examples"] / schema.TEST).to_pylist()[:64]
     served = score_texts(out / "model", [r[schema.REVIEW_TEXT] for r in rows], [r[schema.SUMMARY] for r in rows])
     model = keras.models.load_model(out / "model" / "keras_model.keras")
-    from musicrec.transform import transform_rows
+    from musicrec.data.transform import transform_rows
 
     transformed = transform_rows(small_preprocessed["graph"], rows)
     direct = model.predict({name: transformed[name] for name in (features.REVIEW_IDS, features.SUMMARY_IDS)},
@@ -110,7 +111,7 @@ def test_token_importance_by_occlusion_finds_sentiment_words(trained):
 
 def test_token_importance_is_occlusion_on_a_known_model():
     """A model whose output is the share of token 1 among review tokens: occluding token 1 lowers it."""
-    from musicrec.sentiment import token_importance
+    from musicrec.models.sentiment import token_importance
 
     review = keras.Input(shape=(None,), dtype="int64", name=features.REVIEW_IDS)
     summary = keras.Input(shape=(None,), dtype="int64", name=features.SUMMARY_IDS)
@@ -124,6 +125,6 @@ def test_token_importance_is_occlusion_on_a_known_model():
 
 def test_token_importance_picture(trained):
     out, report = trained
-    from musicrec.sentiment import token_importance_html
+    from musicrec.models.sentiment import token_importance_html
 
     assert token_importance_html(report["token_importance"]).count("data:image/png;base64,") == 1

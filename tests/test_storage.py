@@ -8,8 +8,9 @@ import boto3
 import pytest
 from google.cloud import storage
 
-from musicrec.ingest import IngestError, ingest
-from musicrec.storage import LineReader, StorageError, parse_uri
+from musicrec.data.ingest import ingest
+from musicrec.errors import IngestError, StorageError
+from musicrec.io.storage import LineReader, parse_uri
 
 
 def upload_s3(bucket: str, files: dict[str, bytes]) -> None:

@@ -68,7 +68,7 @@ def test_submit_files_a_run_with_the_compiled_dag_and_its_arguments(kfp_api, cap
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/musicrec:0.1.0"
     code = main(["submit", "--host", host, "--reviews", "s3://data/Digital_Music.json.gz",
                  "--metadata", "s3://data/meta_Digital_Music.json.gz", "--push-destination", "s3://models/musicrec",
-                 "--run-name", "nightly", "--image", image, "--param", "seed=3"])  # fmt: skip
+                 "--run-name", "nightly", "--image", image, "--param", "cnn_seed=3"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert "run run-42 submitted to experiment 'musicrec'" in out and f"{host}/#/runs/details/run-42" in out
@@ -80,7 +80,7 @@ def test_submit_files_a_run_with_the_compiled_dag_and_its_arguments(kfp_api, cap
     assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
     assert run["runtime_config"]["parameters"] == {
         "reviews_uri": "s3://data/Digital_Music.json.gz", "metadata_uri": "s3://data/meta_Digital_Music.json.gz",
-        "push_destination": "s3://models/musicrec", "seed": 3,
+        "push_destination": "s3://models/musicrec", "cnn_seed": 3,
     }  # fmt: skip
     spec = run["pipeline_spec"]["pipeline_spec"]  # with the kfp-kubernetes platform spec beside it
     assert spec["pipelineInfo"]["name"] == "music-recommender"
@@ -92,7 +92,7 @@ def test_submit_files_a_run_with_the_compiled_dag_and_its_arguments(kfp_api, cap
 def test_submit_checks_parameters_before_calling_the_server(kfp_api, capsys):
     host, received = kfp_api
     code = main(["submit", "--host", host, "--reviews", "s3://d/r", "--metadata", "s3://d/m",
-                 "--push-destination", "s3://m", "--param", "seed=x"])  # fmt: skip
+                 "--push-destination", "s3://m", "--param", "cnn_seed=x"])  # fmt: skip
     assert code == 1
-    assert capsys.readouterr().err.strip() == "musicrec submit: error: --param seed='x': expected integer"
+    assert capsys.readouterr().err.strip() == "musicrec submit: error: --param cnn_seed='x': expected integer"
     assert received == []

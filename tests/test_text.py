@@ -7,7 +7,7 @@ from helpers import read_records
 from nltk.sentiment.util import mark_negation
 from nltk.stem.snowball import SnowballStemmer
 
-from musicrec.text import NEGATION_SUFFIX, STOPWORDS, normalize, normalize_to_string, strip_html, tokenize
+from musicrec.data.text import NEGATION_SUFFIX, STOPWORDS, normalize, normalize_to_string, strip_html, tokenize
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Feature names and shapes: the one definition shared by preprocessing, training and serving.
 
 Raw features are what the tf.Transform graph takes (ingest columns, with text already normalized by
-:func:`musicrec.text.normalize_to_string`); transformed features are what the models read.
+:func:`musicrec.data.text.normalize_to_string`); transformed features are what the models read.
 """
 
 from __future__ import annotations

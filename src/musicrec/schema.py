@@ -53,7 +53,7 @@ EXAMPLES_SCHEMA = pa.schema(
     ]
 )
 
-# --- Evaluation protocol (DESIGN.md): chronological 80/10/10 -------------------------------------------
+# --- Evaluation protocol (docs/architecture.md): chronological 80/10/10 ------------------------------
 TRAIN, EVAL, TEST = "train", "eval", "test"
 SPLITS = (TRAIN, EVAL, TEST)
 SPLIT_FRACTIONS = {TRAIN: 0.8, EVAL: 0.1, TEST: 0.1}

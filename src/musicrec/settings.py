@@ -1,134 +1,249 @@
-"""Hyperparameters of the steps, as frozen dataclasses: the defaults of the pipeline parameters live here.
+"""Every hyperparameter and threshold of the steps: the one source of the pipeline's parameters.
 
-Light on purpose (no TensorFlow import), so the pipeline module can read defaults at compile time.
+Each settings class owns a parameter prefix (``cnn_``, ``ae_``...): its field ``embedding_dim`` is the pipeline
+parameter ``cnn_embedding_dim`` and the component parameter ``embedding_dim``. A field carries its default, its
+one-line description (the parameter's description in the compiled pipeline and the components' docstrings)
+and its valid range, checked when the object is built. List fields (``hidden_units``) are tuples here and
+comma-separated strings as pipeline parameters.
+
+Light on purpose (no TensorFlow import), so compiling the pipeline stays fast. What is fixed rather than a
+setting (the evaluation protocol's split, lambda of the bias baseline, HR@10 / NDCG@10, memory bounds) is
+documented where it is defined and in docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from musicrec.errors import SettingsError
+
+F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound="Settings")
+
+
+def setting(
+    default: Any, description: str, *, minimum: float | None = None, maximum: float | None = None,
+    below: float | None = None,
+) -> Any:  # fmt: skip
+    """A settings field: default, description, and range (``minimum``/``maximum`` inclusive, ``below`` not)."""
+    return field(default=default, metadata={"description": description, "minimum": minimum, "maximum": maximum,
+                                            "below": below})  # fmt: skip
+
+
+class Parameter(NamedTuple):
+    """One pipeline parameter derived from a settings field."""
+
+    name: str
+    default: int | float | str
+    description: str
+
+
+class Settings:
+    """Behaviour shared by the settings dataclasses: validation, parameter names, parsing, documentation."""
+
+    PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):  # type: ignore[arg-type]
+            object.__setattr__(self, spec.name, self._checked(spec, getattr(self, spec.name)))
+
+    def _checked(self, spec: Any, value: Any) -> Any:
+        name, default, limits = self.PREFIX + spec.name, spec.default, spec.metadata
+        if isinstance(default, tuple):
+            try:
+                items = tuple(int(part) for part in value.split(",")) if isinstance(value, str) else tuple(value)
+            except (TypeError, ValueError):
+                raise SettingsError(f"{name} must be comma-separated positive integers, got {value!r}") from None
+            if not items or any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in items):
+                raise SettingsError(f"{name} must be comma-separated positive integers, got {value!r}")
+            return items
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) or type(value) is not type(default):
+            raise SettingsError(f"{name} must be {type(default).__name__}, got {value!r}")
+        if limits["minimum"] is not None and value < limits["minimum"]:
+            raise SettingsError(f"{name} must be at least {limits['minimum']}, got {value!r}")
+        if limits["maximum"] is not None and value > limits["maximum"]:
+            raise SettingsError(f"{name} must be at most {limits['maximum']}, got {value!r}")
+        if limits["below"] is not None and value >= limits["below"]:
+            raise SettingsError(f"{name} must be below {limits['below']}, got {value!r}")
+        return value
+
+    @classmethod
+    def parameters(cls) -> list[Parameter]:
+        """The pipeline parameters of these settings: prefixed names, defaults as passed, descriptions."""
+        return [
+            Parameter(cls.PREFIX + spec.name,
+                      ",".join(map(str, spec.default)) if isinstance(spec.default, tuple) else spec.default,
+                      spec.metadata["description"])
+            for spec in fields(cls)  # type: ignore[arg-type]
+        ]  # fmt: skip
+
+    @classmethod
+    def from_parameters(cls: type[S], values: Mapping[str, Any]) -> S:
+        """Build from component parameters (field names); other names in ``values`` are ignored.
+
+        Raises:
+            SettingsError: a value of the wrong type or out of range (the message names the pipeline parameter).
+        """
+        return cls(**{spec.name: values[spec.name] for spec in fields(cls) if spec.name in values})  # type: ignore[arg-type]
+
+    @classmethod
+    def task_arguments(cls, pipeline_arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The component arguments (field names) from the pipeline's arguments (prefixed names)."""
+        return {spec.name: pipeline_arguments[cls.PREFIX + spec.name] for spec in fields(cls)}  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values (tuples as lists), for reports."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
-class TransformSettings:
-    """Vocabulary and sequence settings of the transform graph (pipeline parameters).
+class TransformSettings(Settings):
+    """Vocabulary and sequence settings of the transform graph (the preprocess step)."""
 
-    Args:
-        review_vocabulary_size: at most this many review tokens, the most frequent in train.
-        summary_vocabulary_size: the same for summaries.
-        min_token_frequency: a token seen fewer times in train is out of vocabulary.
-        max_review_tokens: review sequences are truncated or zero-padded to this length.
-        max_summary_tokens: the same for summaries.
-    """
+    PREFIX: ClassVar[str] = "preprocess_"
 
-    review_vocabulary_size: int = 20_000
-    summary_vocabulary_size: int = 5_000
-    min_token_frequency: int = 3
-    max_review_tokens: int = 100  # p99 of normalized review length is 58 on the generated full-scale data
-    max_summary_tokens: int = 20
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting out of range."""
-        for name, value in asdict(self).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    review_vocabulary_size: int = setting(
+        20_000, "the most review tokens in the vocabulary (most frequent in train)", minimum=1
+    )
+    summary_vocabulary_size: int = setting(5_000, "the most summary tokens in the vocabulary", minimum=1)
+    min_token_frequency: int = setting(3, "tokens seen fewer times in train are out of vocabulary", minimum=1)
+    # p99 of normalized review length is 58 on the generated full-scale data; real reviews run longer.
+    max_review_tokens: int = setting(100, "review token sequences are truncated or zero-padded to this length",
+                                     minimum=1)  # fmt: skip
+    max_summary_tokens: int = setting(20, "summary token sequences are truncated or zero-padded to this length",
+                                      minimum=1)  # fmt: skip
 
 
 @dataclass(frozen=True)
-class CnnSettings:
-    """Hyperparameters of the sentiment CNN (pipeline parameters).
+class CnnSettings(Settings):
+    """Hyperparameters of the sentiment CNN (the train_cnn step)."""
 
-    Args:
-        embedding_dim: token embedding width.
-        filters: filters of each convolution branch.
-        kernel_sizes: widths of the parallel review convolutions (comma-separated in the pipeline).
-        dropout: dropout before the classifier.
-        learning_rate: Adam learning rate.
-        batch_size: examples a step.
-        epochs: the most epochs; early stopping on eval AUC may stop sooner.
-        seed: seeds weights, shuffling and dropout.
-    """
+    PREFIX: ClassVar[str] = "cnn_"
 
-    embedding_dim: int = 32
-    filters: int = 32
-    kernel_sizes: tuple[int, ...] = (2, 3, 4)
-    dropout: float = 0.4
-    learning_rate: float = 2e-3
-    batch_size: int = 256
-    epochs: int = 3
-    seed: int = 42
+    embedding_dim: int = setting(32, "token embedding width of the sentiment CNN", minimum=1)
+    filters: int = setting(32, "filters of each CNN convolution branch", minimum=1)
+    kernel_sizes: tuple[int, ...] = setting((2, 3, 4), "comma-separated kernel widths of the parallel review "
+                                            "convolutions")  # fmt: skip
+    dropout: float = setting(0.4, "dropout rate before the CNN classifier", minimum=0.0, below=1.0)
+    learning_rate: float = setting(2e-3, "Adam learning rate of the CNN", minimum=0.0)
+    batch_size: int = setting(256, "CNN examples a step", minimum=1)
+    epochs: int = setting(3, "the most CNN epochs (early stopping on eval AUC may stop sooner)", minimum=1)
+    patience: int = setting(1, "CNN epochs without a better eval AUC before training stops", minimum=1)
+    seed: int = setting(42, "seeds the CNN's weights, shuffling and dropout", minimum=0)
 
 
 @dataclass(frozen=True)
-class AutoencoderSettings:
-    """Hyperparameters of the stacked autoencoder (pipeline parameters).
+class AutoencoderSettings(Settings):
+    """Hyperparameters of the stacked autoencoder (the train_autoencoder step)."""
 
-    Args:
-        bottleneck: size of the compressed code (and of the PCA baseline).
-        hidden_units: widths of the encoder's hidden layers; the decoder mirrors them.
-        learning_rate: SGD learning rate.
-        momentum: SGD momentum.
-        batch_size: examples a step.
-        epochs: the most epochs; early stopping on eval reconstruction error may stop sooner.
-        seed: seeds weights and shuffling.
-    """
+    PREFIX: ClassVar[str] = "ae_"
 
-    bottleneck: int = 8
-    hidden_units: tuple[int, ...] = (64, 32)
-    learning_rate: float = 0.02
-    momentum: float = 0.9
-    batch_size: int = 256
-    epochs: int = 20
-    seed: int = 42
+    bottleneck: int = setting(8, "autoencoder code size (and the PCA baseline's dimension)", minimum=1)
+    hidden_units: tuple[int, ...] = setting((64, 32), "comma-separated autoencoder encoder widths, mirrored by "
+                                            "the decoder")  # fmt: skip
+    learning_rate: float = setting(0.02, "autoencoder SGD learning rate", minimum=0.0)
+    momentum: float = setting(0.9, "autoencoder SGD momentum", minimum=0.0, below=1.0)
+    batch_size: int = setting(256, "autoencoder examples a step", minimum=1)
+    epochs: int = setting(20, "the most autoencoder epochs (early stopping on eval reconstruction error)",
+                          minimum=1)  # fmt: skip
+    patience: int = setting(2, "autoencoder epochs without a lower eval reconstruction error before training "
+                            "stops", minimum=1)  # fmt: skip
+    seed: int = setting(42, "seeds the autoencoder's weights and shuffling", minimum=0)
 
 
 @dataclass(frozen=True)
-class RatingSettings:
-    """Hyperparameters of the DNN rating model (pipeline parameters).
+class RatingSettings(Settings):
+    """Hyperparameters of the two-head DNN recommender (the train_dnn step)."""
 
-    Args:
-        id_embedding_dim: width of the user and item id embeddings.
-        hidden_units: widths of the dense layers.
-        l2: L2 penalty on embeddings and dense kernels.
-        dropout: dropout after each dense layer.
-        learning_rate: Adam learning rate.
-        batch_size: examples a step.
-        epochs: the most epochs; early stopping on eval RMSE may stop sooner.
-        negatives: items sampled (seeded, never one the user reviewed) against each train review for the
-            interaction head, which learns whether a user reviews an item.
-        ranking_users: the most test users ranked for HR@10 / NDCG@10 (a seeded sample).
-        seed: seeds weights, shuffling, dropout, negative items and the user sample.
-    """
+    PREFIX: ClassVar[str] = "dnn_"
 
-    id_embedding_dim: int = 8
-    hidden_units: tuple[int, ...] = (64, 32)
-    l2: float = 1e-4
-    dropout: float = 0.3
-    learning_rate: float = 2e-3
-    batch_size: int = 512
-    epochs: int = 8
-    negatives: int = 4
-    ranking_users: int = 5_000
-    seed: int = 42
+    id_embedding_dim: int = setting(8, "user and item embedding width of the rating DNN", minimum=1)
+    hidden_units: tuple[int, ...] = setting((64, 32), "comma-separated dense widths of the rating DNN")
+    l2: float = setting(1e-4, "L2 penalty on the rating DNN's embeddings and kernels", minimum=0.0)
+    dropout: float = setting(0.3, "dropout after each rating DNN dense layer", minimum=0.0, below=1.0)
+    learning_rate: float = setting(2e-3, "Adam learning rate of the rating DNN", minimum=0.0)
+    batch_size: int = setting(512, "rating DNN examples a step", minimum=1)
+    epochs: int = setting(8, "the most epochs of each DNN head (early stopping on eval)", minimum=1)
+    patience: int = setting(2, "DNN epochs without a better eval loss before a head stops training", minimum=1)
+    negatives: int = setting(4, "unreviewed items sampled against each train review for the DNN's ranking "
+                             "(interaction) head", minimum=1)  # fmt: skip
+    text_tokens: int = setting(1_000, "the most frequent review tokens the DNN's text codes read (genre words "
+                               "are frequent)", minimum=1)  # fmt: skip
+    text_dims: int = setting(24, "width of the DNN's text codes: directions that tell the catalogue's items "
+                             "apart", minimum=1)  # fmt: skip
+    ranking_users: int = setting(5_000, "the most test users ranked for HR@10 / NDCG@10 (a seeded sample)",
+                                 minimum=1)  # fmt: skip
+    seed: int = setting(42, "seeds the DNN's weights, shuffling, dropout, negative items and ranked users",
+                        minimum=0)  # fmt: skip
 
 
 @dataclass(frozen=True)
-class BlessingSettings:
-    """When the evaluate step blesses a run for push (pipeline parameters).
+class BlessingSettings(Settings):
+    """When the evaluate step blesses a run for push.
 
     A run is blessed only if every model beats its trivial baseline, meets these thresholds on the test split,
     serves what was measured, and is no worse than the currently pushed run beyond ``max_regression``.
-
-    Args:
-        min_sentiment_auc: the lowest sentiment test ROC AUC.
-        max_rating_rmse: the highest rating test RMSE (stars).
-        min_ranking_ndcg: the lowest test NDCG@10.
-        max_regression: how much worse than the pushed run any of those three metrics may be.
-        serving_tolerance: the largest AUC difference between the exported SavedModel on raw test text and
-            the training step's measurement (more means training/serving skew).
     """
 
-    min_sentiment_auc: float = 0.85
-    max_rating_rmse: float = 1.1
-    min_ranking_ndcg: float = 0.01
-    max_regression: float = 0.01
-    serving_tolerance: float = 0.002
+    PREFIX: ClassVar[str] = "blessing_"
+
+    min_sentiment_auc: float = setting(0.85, "blessing needs at least this sentiment test ROC AUC",
+                                       minimum=0.0, maximum=1.0)  # fmt: skip
+    max_rating_rmse: float = setting(1.1, "blessing needs at most this rating test RMSE (stars)", minimum=0.0)
+    min_ranking_ndcg: float = setting(0.01, "blessing needs at least this test NDCG@10", minimum=0.0, maximum=1.0)
+    max_regression: float = setting(0.01, "how much worse than the pushed version each gated metric may be",
+                                    minimum=0.0)  # fmt: skip
+    serving_tolerance: float = setting(0.002, "the largest AUC gap between the served SavedModel on raw test "
+                                       "text and the training step's measurement", minimum=0.0)  # fmt: skip
+
+
+# The settings classes behind the pipeline's parameters, in the order the parameters appear.
+PIPELINE_SETTINGS: tuple[type[Settings], ...] = (
+    TransformSettings, CnnSettings, AutoencoderSettings, RatingSettings, BlessingSettings,
+)  # fmt: skip
+
+
+def documented_with(*classes: type[Settings], prefixed: bool = False) -> Callable[[F], F]:
+    """Add one ``name: description`` entry per settings field to the decorated function's ``Args:`` section.
+
+    So a component's or the pipeline's docstring (which KFP turns into parameter descriptions) never restates
+    a setting. Entries go at the end of ``Args:``; with ``prefixed`` they use the pipeline parameter names.
+    """
+
+    def decorate(function: F) -> F:
+        doc = inspect.cleandoc(function.__doc__ or "")
+        entries = [
+            f"    {name if prefixed else name.removeprefix(cls.PREFIX)}: {description}."
+            for cls in classes
+            for name, _, description in cls.parameters()
+        ]
+        match = re.search(r"^Args:\n(?:(?:    .*)?\n)*?(?=\S|\Z)", doc + "\n", flags=re.MULTILINE)
+        if match is None:
+            raise ValueError(f"{function.__name__}: its docstring has no Args: section to extend")
+        body = match.group(0).rstrip("\n")
+        function.__doc__ = doc.replace(body, "\n".join([body, *entries]), 1)
+        return function
+
+    return decorate
+
+
+def parameter_descriptions() -> dict[str, str]:
+    """Every settings-derived pipeline parameter and its description."""
+    return {p.name: p.description for cls in PIPELINE_SETTINGS for p in cls.parameters()}
+
+
+def check_pipeline_arguments(arguments: Mapping[str, Any]) -> None:
+    """Build every settings class from pipeline arguments (prefixed names), so a bad value fails before a run.
+
+    Raises:
+        SettingsError: the first value out of range or of the wrong type, named as the pipeline parameter.
+    """
+    for cls in PIPELINE_SETTINGS:
+        cls.from_parameters({name.removeprefix(cls.PREFIX): value for name, value in arguments.items()
+                             if name.startswith(cls.PREFIX)})  # fmt: skip

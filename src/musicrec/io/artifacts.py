@@ -10,6 +10,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from musicrec.io.provenance import provenance
+from musicrec.io.storage import file_sha256
+
 
 @contextlib.contextmanager
 def staging_directory(anchor: Path) -> Iterator[Path]:
@@ -55,8 +58,6 @@ def directory_sha256(directory: Path) -> str:
 
 def content_sha256(path: Path) -> str:
     """sha256 of a file's bytes, or :func:`directory_sha256` of a directory."""
-    from musicrec.storage import file_sha256
-
     return directory_sha256(path) if path.is_dir() else file_sha256(path)
 
 
@@ -68,8 +69,6 @@ def attach_metadata(artifacts: Mapping[str, Any], metadata: Mapping[str, Mapping
             Metrics artifacts, whose metadata the UI reads as the metrics themselves.
         metadata: step-specific metadata by output name (row counts, vocabulary sizes, parameters...).
     """
-    from musicrec.lineage import provenance
-
     stamp = provenance()
     for name, artifact in artifacts.items():
         path = Path(artifact.path)

@@ -1,6 +1,6 @@
 """Ingest: stream raw 2018 review and metadata files, validate, quarantine, dedupe, join, split, write Parquet.
 
-The contract (DESIGN.md, evaluation protocol):
+The contract (the evaluation protocol of docs/architecture.md):
 
 * Every line read ends up in exactly one place: kept, quarantined (with a reason), or dropped as an exact
   duplicate of a line already kept, so ``kept + quarantined + duplicates == lines_read``.
@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,36 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from musicrec import schema
-from musicrec.artifacts import directory_sha256, publish, staging_directory
+from musicrec.data.records import InvalidLineError, Item, parse_metadata, parse_review
+from musicrec.errors import IngestError, StorageError
+from musicrec.io.artifacts import directory_sha256, publish, staging_directory
+from musicrec.io.storage import LineReader
 from musicrec.progress import Progress
-from musicrec.storage import LineReader, StorageError
-from musicrec.text import strip_html
 
 logger = logging.getLogger(__name__)
 
 _SPILL_ROWS = 100_000
 DEFAULT_SHARD_ROWS = 250_000
-_RANK_NUMBER = re.compile(r"([\d,]+)")
-_PRICE_NUMBER = re.compile(r"^\$\s*([\d,]+(?:\.\d+)?)")
-
-
-class IngestError(RuntimeError):
-    """Ingest cannot produce a usable dataset; the one-line message names the input URI and the cause."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """Metadata joined onto each review of the item."""
-
-    title: str
-    brand: str
-    price: float | None
-    sales_rank: int | None
 
 
 @dataclass
@@ -81,162 +64,6 @@ class _Tally:
         }
 
 
-class InvalidLineError(ValueError):
-    """A line is invalid; ``reason`` is a short machine-friendly code such as ``missing_asin``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# --- line parsing ---------------------------------------------------------------------------------------
-def _load_object(line: bytes) -> dict[str, Any]:
-    if not line.strip():
-        raise InvalidLineError("empty_line")
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidLineError("bad_encoding") from None
-        raise InvalidLineError("bad_json") from None
-    if not isinstance(record, dict):
-        raise InvalidLineError("not_an_object")
-    return record
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _identifier(record: dict[str, Any], key: str) -> str:
-    value = record.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise InvalidLineError(f"missing_{key}")
-    if not isinstance(value, str):
-        raise InvalidLineError(f"wrong_type_{key}")
-    return value.strip()
-
-
-def _optional_text(record: dict[str, Any], key: str) -> str:
-    value = record.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidLineError(f"wrong_type_{key}")
-    return value
-
-
-def _helpful_votes(value: Any) -> int:
-    """``vote`` is a string with thousands separators in the 2018 files ("1,234"); absent means none."""
-    if value is None:
-        return 0
-    if isinstance(value, str):
-        digits = value.replace(",", "").strip()
-        if digits.isdigit():
-            return min(int(digits), 2**31 - 1)
-        raise InvalidLineError("wrong_type_vote")
-    if _is_number(value) and value >= 0 and float(value).is_integer():
-        return min(int(value), 2**31 - 1)
-    raise InvalidLineError("wrong_type_vote")
-
-
-def _format(value: Any) -> str:
-    """``style`` is ``{"Format:": " Audio CD"}``; we keep the stripped format name."""
-    if value is None:
-        return ""
-    if not isinstance(value, dict):
-        raise InvalidLineError("wrong_type_style")
-    name = value.get("Format:", "")
-    return name.strip() if isinstance(name, str) else ""
-
-
-def parse_review(line: bytes) -> tuple:
-    """Parse one review line into the review columns of :data:`schema.EXAMPLES_SCHEMA`, in order.
-
-    Returns:
-        ``(reviewer_id, asin, rating, unix_time, review_text, summary, verified, helpful_votes, format,
-        n_images)``.
-
-    Raises:
-        InvalidLineError: with the reason the line cannot be used.
-    """
-    record = _load_object(line)
-    for key in schema.RAW_REQUIRED_REVIEW_FIELDS:
-        if record.get(key) is None:
-            raise InvalidLineError(f"missing_{key}")
-    reviewer_id = _identifier(record, "reviewerID")
-    asin = _identifier(record, "asin")
-    overall = record["overall"]
-    if not _is_number(overall):
-        raise InvalidLineError("wrong_type_overall")
-    if overall not in (1, 2, 3, 4, 5):
-        raise InvalidLineError("rating_out_of_range")
-    unix_time = record["unixReviewTime"]
-    if not isinstance(unix_time, int) or isinstance(unix_time, bool):
-        raise InvalidLineError("wrong_type_unixReviewTime")
-    if unix_time < 0:
-        raise InvalidLineError("time_out_of_range")
-    verified = record.get("verified", False)
-    if not isinstance(verified, bool):
-        raise InvalidLineError("wrong_type_verified")
-    images = record.get("image") or []
-    if not isinstance(images, list):
-        raise InvalidLineError("wrong_type_image")
-    return (
-        reviewer_id,
-        asin,
-        int(overall),
-        unix_time,
-        _optional_text(record, "reviewText"),
-        _optional_text(record, "summary"),
-        verified,
-        _helpful_votes(record.get("vote")),
-        _format(record.get("style")),
-        min(len(images), 2**15 - 1),
-    )
-
-
-def _price(value: Any) -> float | None:
-    """Parse a 2018 price: "$13.01" -> 13.01; a range gives its low end; empty or CSS junk gives None."""
-    if _is_number(value):
-        return float(value) if value >= 0 else None
-    if isinstance(value, str):
-        match = _PRICE_NUMBER.match(value.strip())
-        if match:
-            return float(match.group(1).replace(",", ""))
-    return None
-
-
-def _sales_rank(value: Any) -> int | None:
-    """Parse a 2018 rank: "58,009 in CDs & Vinyl (" -> 58009; a list takes its first parseable entry."""
-    candidates = value if isinstance(value, list) else [value]
-    for candidate in candidates:
-        if isinstance(candidate, int) and not isinstance(candidate, bool):
-            return candidate
-        if isinstance(candidate, str):
-            match = _RANK_NUMBER.search(candidate)
-            if match and match.group(1).replace(",", ""):
-                return int(match.group(1).replace(",", ""))
-    return None
-
-
-def parse_metadata(line: bytes) -> tuple[str, Item]:
-    """Parse one metadata line into ``(asin, Item)``; raises :class:`InvalidLineError` for an unusable line."""
-    record = _load_object(line)
-    asin = _identifier(record, "asin")
-    title = record.get("title")
-    brand = record.get("brand")
-    return asin, Item(
-        title=strip_html(title) if isinstance(title, str) else "",
-        brand=strip_html(brand) if isinstance(brand, str) else "",
-        price=_price(record.get("price")),
-        sales_rank=_sales_rank(record.get("rank")),
-    )
-
-
-# --- the step -------------------------------------------------------------------------------------------
 class _Quarantine:
     """Gzipped JSON lines ``{"source", "line", "reason", "raw"}``: every invalid line, kept whole."""
 

@@ -1,9 +1,7 @@
 """Preprocess: NLTK text normalization, then tf.Transform analyzers in Apache Beam fit on the train split only.
 
-Text is normalized by :func:`musicrec.text.normalize_columns`: on one machine in a process pool just before
-the Beam job (:func:`normalize_shards`), on a distributed runner inside the job (:class:`ToRawBatches`).
-Either way the same function turns text into tokens, and :func:`to_raw_record_batch` (serving, through
-:func:`transform_rows`) calls it too, so training and serving features cannot drift apart. The analyzers
+The raw features and their normalized text come from :mod:`musicrec.data.raw_batches` (the same code at
+training and serving time); the data report from :mod:`musicrec.data.data_report`. The analyzers
 (vocabularies, z-score statistics) see train only; eval and test are transformed with the train graph.
 """
 
@@ -12,11 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shlex
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,170 +21,25 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from musicrec import features, schema
-from musicrec.artifacts import directory_sha256, publish, staging_directory
-from musicrec.progress import Progress
+from musicrec.data.data_report import SplitStatistics, markdown_report, split_report, top_tokens
+from musicrec.data.raw_batches import (
+    ToRawBatches,
+    normalize_shards,
+    raw_feature_spec,
+    tensor_adapter_config,
+    to_raw_record_batch,
+)
+from musicrec.errors import PreprocessError
+from musicrec.io.artifacts import directory_sha256, publish, staging_directory
 from musicrec.settings import TransformSettings
-from musicrec.text import normalize_columns
 
 logger = logging.getLogger(__name__)
 
-RECORD_BATCH_ROWS = 16_384  # measured: larger batches amortize Beam's per-bundle cost on the DirectRunner
 TRANSFORMED_SUFFIX = ".tfrecord.gz"
-_LENGTH_HISTOGRAM_BINS = 1_024  # token counts above this land in the last bin (percentiles stay exact below)
 
 
-class PreprocessError(RuntimeError):
-    """The preprocess step cannot run on its input; the one-line message names what is wrong."""
-
-
-# --- raw features ---------------------------------------------------------------------------------------
-def raw_feature_spec() -> dict[str, Any]:
-    """The raw feature spec of the transform graph (:mod:`musicrec.features` names the features)."""
-    import tensorflow as tf
-
-    spec: dict[str, Any] = {name: tf.io.FixedLenFeature([], tf.string) for name in features.RAW_STRING_FEATURES}
-    spec.update({name: tf.io.FixedLenFeature([], tf.int64) for name in features.RAW_INT_FEATURES})
-    spec.update({name: tf.io.VarLenFeature(tf.float32) for name in features.RAW_OPTIONAL_FLOAT_FEATURES})
-    spec.update({name: tf.io.VarLenFeature(tf.int64) for name in features.RAW_OPTIONAL_INT_FEATURES})
-    return spec
-
-
-def _arrow_value_type(name: str) -> pa.DataType:
-    if name in features.RAW_STRING_FEATURES:
-        return pa.large_binary()
-    if name in features.RAW_OPTIONAL_FLOAT_FEATURES:
-        return pa.float32()
-    return pa.int64()
-
-
-RAW_ARROW_SCHEMA = pa.schema(
-    [pa.field(name, pa.large_list(_arrow_value_type(name))) for name in features.RAW_FEATURES]
-)
-
-
-def tensor_adapter_config() -> Any:
-    """How tf.Transform reads :data:`RAW_ARROW_SCHEMA` record batches as tensors."""
-    from tensorflow_transform.tf_metadata import schema_utils
-    from tfx_bsl.public import tfxio
-    from tfx_bsl.tfxio import tensor_representation_util
-
-    tf_schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
-    representations = tensor_representation_util.InferTensorRepresentationsFromSchema(tf_schema)
-    return tfxio.TensorAdapterConfig(RAW_ARROW_SCHEMA, representations)
-
-
-def _as_list_column(values: pa.Array, value_type: pa.DataType) -> pa.LargeListArray:
-    """One value a row becomes a one-element list; a null becomes an empty list (a missing feature)."""
-    if values.null_count:
-        present = pc.is_valid(values).to_numpy(zero_copy_only=False).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(present)])
-        values = pc.drop_null(values)
-    else:
-        offsets = np.arange(len(values) + 1, dtype=np.int64)
-    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values.cast(value_type))
-
-
-def _text_columns(table: pa.Table) -> tuple[list[str | None], list[str | None]]:
-    return table.column(schema.REVIEW_TEXT).to_pylist(), table.column(schema.SUMMARY).to_pylist()
-
-
-def _assemble(table: pa.Table, review_tokens: list[str], summary_tokens: list[str]) -> pa.RecordBatch:
-    """Ingest rows plus their normalized text -> one record batch in :data:`RAW_ARROW_SCHEMA`."""
-    columns = {name: table.column(name).combine_chunks() for name in features.INGEST_COLUMNS_READ}
-    columns[features.REVIEW_TOKENS] = pa.array(review_tokens, pa.large_string())
-    columns[features.SUMMARY_TOKENS] = pa.array(summary_tokens, pa.large_string())
-    return _raw_batch(columns)
-
-
-def _raw_batch(columns: dict[str, pa.Array]) -> pa.RecordBatch:
-    arrays = [_as_list_column(columns[f.name], f.type.value_type) for f in RAW_ARROW_SCHEMA]
-    return pa.RecordBatch.from_arrays(arrays, schema=RAW_ARROW_SCHEMA)
-
-
-def to_raw_record_batch(table: pa.Table) -> pa.RecordBatch:
-    """Ingest rows (:data:`features.INGEST_COLUMNS_READ`) -> one record batch of raw transform features.
-
-    The review text and summary are normalized by :func:`musicrec.text.normalize_columns`, the function the
-    Beam job runs too, so serving features equal training features.
-    """
-    return _assemble(table, *normalize_columns(_text_columns(table)))
-
-
-def _slices(table: pa.Table) -> list[pa.Table]:
-    return [table.slice(start, RECORD_BATCH_ROWS) for start in range(0, table.num_rows, RECORD_BATCH_ROWS)]
-
-
-class ToRawBatches(beam.DoFn):
-    """Parquet tables -> raw-feature record batches of at most :data:`RECORD_BATCH_ROWS` rows.
-
-    Args:
-        split: the split name, for progress lines.
-        normalized: the tables already carry the normalized text (:func:`normalize_shards` wrote them);
-            otherwise the text is normalized here, inline (distributed runners run a worker per core).
-    """
-
-    def __init__(self, split: str, normalized: bool) -> None:
-        self._split = split
-        self._normalized = normalized
-        self._progress: Progress | None = None
-
-    def setup(self) -> None:
-        """Start the progress lines."""
-        self._progress = Progress(logger, f"{self._split} rows to raw features", interval_seconds=15)
-
-    def process(self, table: pa.Table) -> Iterator[pa.RecordBatch]:
-        """Yield the batches of one input table in order."""
-        for piece in _slices(table):
-            if self._normalized:
-                columns = {name: piece.column(name).combine_chunks() for name in features.RAW_FEATURES}
-                yield _raw_batch(columns)
-            else:
-                yield to_raw_record_batch(piece)
-            self._progress.advance(piece.num_rows)
-
-
-def normalize_shards(shards: dict[str, list[Path]], out_dir: Path, processes: int) -> dict[str, list[Path]]:
-    """Normalize the text of every ingest shard in a process pool; write Parquet shards ready for the runner.
-
-    On one machine the DirectRunner keeps one core busy; normalizing beforehand on every core, and handing the
-    runner files it can read twice (analysis, then transform) instead of a materialized collection, measured
-    faster than normalizing inside the job. Output rows are the input rows in order, with the raw text
-    columns replaced by :data:`features.REVIEW_TOKENS` and :data:`features.SUMMARY_TOKENS`.
-    """
-    import pyarrow.parquet as pq
-
-    written: dict[str, list[Path]] = {}
-    # spawn: the parent holds TensorFlow threads that must not be forked.
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        for split, files in shards.items():
-            progress = Progress(logger, f"{split} rows normalized", interval_seconds=15)
-            (out_dir / split).mkdir(parents=True)
-            for path in files:
-                table = pq.read_table(path, columns=list(features.INGEST_COLUMNS_READ))
-                kept = table.drop_columns([schema.REVIEW_TEXT, schema.SUMMARY])
-                target = out_dir / split / path.name
-                with pq.ParquetWriter(target, _normalized_schema(kept.schema), compression="none") as writer:
-                    texts = pool.imap(normalize_columns, [_text_columns(piece) for piece in _slices(table)])
-                    for piece, (reviews, summaries) in zip(_slices(kept), texts, strict=True):
-                        piece = piece.append_column(features.REVIEW_TOKENS, pa.array(reviews, pa.large_string()))
-                        writer.write_table(
-                            piece.append_column(features.SUMMARY_TOKENS, pa.array(summaries, pa.large_string()))
-                        )
-                        progress.advance(piece.num_rows)
-                written.setdefault(split, []).append(target)
-    return written
-
-
-def _normalized_schema(kept: pa.Schema) -> pa.Schema:
-    return kept.append(pa.field(features.REVIEW_TOKENS, pa.large_string())).append(
-        pa.field(features.SUMMARY_TOKENS, pa.large_string())
-    )
-
-
-# --- the transform graph --------------------------------------------------------------------------------
 def make_preprocessing_fn(settings: TransformSettings) -> Any:
     """The tf.Transform ``preprocessing_fn`` for ``settings``; every output name comes from :mod:`features`."""
     import tensorflow as tf
@@ -249,101 +101,6 @@ def make_preprocessing_fn(settings: TransformSettings) -> Any:
 
 
 # --- statistics for the data report ---------------------------------------------------------------------
-def _matrix(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    column = batch.column(name)
-    return pc.list_flatten(column).to_numpy(zero_copy_only=False).reshape(batch.num_rows, -1)
-
-
-def _vector(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    return _matrix(batch, name)[:, 0]
-
-
-def _padded_add(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    if counts.size > total.size:
-        total, counts = counts, total
-    total = total.copy()
-    total[: counts.size] += counts
-    return total
-
-
-class SplitStatistics(beam.CombineFn):
-    """Combines transformed record batches into rows, token-id counts by sentiment, and length histograms."""
-
-    def create_accumulator(self) -> dict[str, Any]:
-        """An empty accumulator."""
-        return {"rows": 0}
-
-    def add_input(self, accumulator: dict[str, Any], element: Any) -> dict[str, Any]:
-        """Add one transformed batch."""
-        batch = element[0] if isinstance(element, tuple) else element  # (record batch, passthrough features)
-        labels = _vector(batch, features.SENTIMENT_LABEL)
-        update: dict[str, Any] = {"rows": batch.num_rows}
-        for feature, length in (
-            (features.REVIEW_IDS, features.REVIEW_LENGTH),
-            (features.SUMMARY_IDS, features.SUMMARY_LENGTH),
-        ):
-            ids = _matrix(batch, feature)
-            for label in (0, 1):
-                update[f"{feature}/{label}"] = np.bincount(ids[labels == label].ravel())
-            lengths = np.minimum(_vector(batch, length), _LENGTH_HISTOGRAM_BINS - 1)
-            update[f"{length}/histogram"] = np.bincount(lengths, minlength=_LENGTH_HISTOGRAM_BINS)
-        return self.merge_accumulators([accumulator, update])
-
-    def merge_accumulators(self, accumulators: Any) -> dict[str, Any]:
-        """Sum counts; arrays of different lengths are zero-padded."""
-        merged: dict[str, Any] = {"rows": 0}
-        for accumulator in accumulators:
-            for key, value in accumulator.items():
-                if key == "rows":
-                    merged[key] += value
-                else:
-                    merged[key] = _padded_add(merged.get(key, np.zeros(0, np.int64)), value)
-        return merged
-
-    def extract_output(self, accumulator: dict[str, Any]) -> str:
-        """One JSON line, so any runner can write it as text."""
-        return json.dumps({k: v if k == "rows" else v.tolist() for k, v in accumulator.items()})
-
-
-def _percentiles(histogram: list[int], quantiles: Sequence[int] = (50, 90, 95, 99)) -> dict[str, int]:
-    cumulative = np.cumsum(histogram)
-    total = cumulative[-1] if len(cumulative) else 0
-    if not total:
-        return {f"p{q}": 0 for q in quantiles}
-    return {f"p{q}": int(np.searchsorted(cumulative, total * q / 100.0)) for q in quantiles}
-
-
-def _split_report(stats: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
-    report: dict[str, Any] = {"rows": stats.get("rows", 0)}
-    for feature, length, vocabulary in (
-        (features.REVIEW_IDS, features.REVIEW_LENGTH, features.REVIEW_VOCABULARY),
-        (features.SUMMARY_IDS, features.SUMMARY_LENGTH, features.SUMMARY_VOCABULARY),
-    ):
-        counts = _padded_add(
-            np.array(stats.get(f"{feature}/0", []), np.int64), np.array(stats.get(f"{feature}/1", []))
-        )
-        oov_id = sizes[vocabulary] + 1
-        tokens = int(counts[1:].sum()) if counts.size > 1 else 0
-        oov = int(counts[oov_id]) if counts.size > oov_id else 0
-        report[vocabulary] = {
-            "tokens_kept": tokens,
-            "oov_rate": round(oov / tokens, 4) if tokens else 0.0,
-            "length_percentiles": _percentiles(stats.get(f"{length}/histogram", [])),
-        }
-    return report
-
-
-def _top_tokens(stats: dict[str, Any], feature: str, vocabulary: list[str], k: int = 15) -> dict[str, list]:
-    top: dict[str, list] = {}
-    for label, name in ((1, "positive"), (0, "negative")):
-        counts = np.array(stats.get(f"{feature}/{label}", []), np.int64)
-        known = counts[1 : len(vocabulary) + 1]  # drop padding and out-of-vocabulary ids
-        order = np.argsort(-known, kind="stable")[:k]
-        top[name] = [[vocabulary[i], int(known[i])] for i in order if known[i] > 0]
-    return top
-
-
-# --- the step -------------------------------------------------------------------------------------------
 def _shards(examples_dir: Path) -> dict[str, list[Path]]:
     shards = {split: sorted((examples_dir / split).glob("*.parquet")) for split in schema.SPLITS}
     missing = [split for split, files in shards.items() if not files]
@@ -455,27 +212,6 @@ def _run_beam(
     )
 
 
-def _markdown(report: dict[str, Any]) -> str:
-    lines = ["# Preprocess report", "", "## Vocabularies (fit on train only)", "", "| vocabulary | size |",
-             "| --- | ---: |"]  # fmt: skip
-    lines += [f"| {name} | {size:,} |" for name, size in report["vocabulary_sizes"].items()]
-    lines += ["", "## Per split", "",
-              "| split | rows | review OOV | summary OOV | review tokens p50 / p90 / p99 |",
-              "| --- | ---: | ---: | ---: | --- |"]  # fmt: skip
-    for split, info in report["splits"].items():
-        pct = info[features.REVIEW_VOCABULARY]["length_percentiles"]
-        lines.append(
-            f"| {split} | {info['rows']:,} | {info[features.REVIEW_VOCABULARY]['oov_rate']:.2%} "
-            f"| {info[features.SUMMARY_VOCABULARY]['oov_rate']:.2%} | {pct['p50']} / {pct['p90']} / {pct['p99']} |"
-        )
-    for vocabulary, classes in report["top_tokens"].items():
-        lines += ["", f"## Most frequent {vocabulary} in train, by sentiment", "", "| positive | negative |",
-                  "| --- | --- |"]  # fmt: skip
-        for pos, neg in zip(classes["positive"], classes["negative"], strict=False):
-            lines.append(f"| `{pos[0]}` ({pos[1]:,}) | `{neg[0]}` ({neg[1]:,}) |")
-    return "\n".join(lines) + "\n"
-
-
 def preprocess(
     examples_dir: str | Path,
     transformed_dir: str | Path,
@@ -509,10 +245,6 @@ def preprocess(
 
     started = time.monotonic()
     settings = settings or TransformSettings()
-    try:
-        settings.validate()
-    except ValueError as error:
-        raise PreprocessError(str(error)) from None
     options = shlex.split(beam_options) if isinstance(beam_options, str) else list(beam_options)
     if normalizer_processes is None:
         normalizer_processes = usable_cpus() if beam_runner == "DirectRunner" else 0
@@ -535,14 +267,14 @@ def preprocess(
             "settings": asdict(settings),
             "beam_runner": beam_runner,
             "vocabulary_sizes": sizes,
-            "splits": {split: _split_report(statistics[split], sizes) for split in schema.SPLITS},
+            "splits": {split: split_report(statistics[split], sizes) for split in schema.SPLITS},
             "top_tokens": {
-                features.REVIEW_VOCABULARY: _top_tokens(
+                features.REVIEW_VOCABULARY: top_tokens(
                     statistics[schema.TRAIN],
                     features.REVIEW_IDS,
                     output.vocabulary_by_name(features.REVIEW_VOCABULARY),
                 ),
-                features.SUMMARY_VOCABULARY: _top_tokens(
+                features.SUMMARY_VOCABULARY: top_tokens(
                     statistics[schema.TRAIN],
                     features.SUMMARY_IDS,
                     output.vocabulary_by_name(features.SUMMARY_VOCABULARY),
@@ -563,7 +295,7 @@ def preprocess(
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         staged = [staging / "transformed", staging / "transform_graph", staging / "report.json"]
         if markdown_path is not None:
-            (staging / "report.md").write_text(_markdown(report))
+            (staging / "report.md").write_text(markdown_report(report))
             staged.append(staging / "report.md")
         for source, target in zip(staged, targets, strict=True):
             publish(source, target)

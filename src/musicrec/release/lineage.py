@@ -9,56 +9,18 @@ with its URI, sha256 and metadata); push writes that chain as ``lineage.json`` b
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import musicrec
-from musicrec.artifacts import content_sha256
-from musicrec.storage import StorageError, open_store
+from musicrec.errors import LineageError, StorageError
+from musicrec.io.artifacts import content_sha256
+from musicrec.io.object_store import open_store
+from musicrec.io.provenance import provenance
+from musicrec.release.model_store import LINEAGE_FILE, latest_version
+from musicrec.steps import BY_NAME, EVALUATE, STEPS
 
-LINEAGE_FORMAT = "musicrec.lineage/1"
-LINEAGE_FILE = "lineage.json"
-# The DAG's data flow: each step and the steps whose artifacts it reads (pipelines/music_recommender.py).
-STEP_UPSTREAM: dict[str, tuple[str, ...]] = {
-    "ingest": (),
-    "preprocess": ("ingest",),
-    "train_cnn": ("preprocess",),
-    "train_autoencoder": ("preprocess", "train_cnn"),
-    "train_dnn": ("preprocess", "train_cnn", "train_autoencoder"),
-    "evaluate": ("ingest", "preprocess", "train_cnn", "train_autoencoder", "train_dnn"),
-}
-GIT_REVISION_VARIABLE = "MUSICREC_GIT_REVISION"  # baked into the image at build time (containers/)
-IMAGE_VARIABLE = "MUSICREC_IMAGE"
-
-
-class LineageError(RuntimeError):
-    """A lineage target cannot be found or read; the message is one line."""
-
-
-def _git_revision() -> str:
-    if os.environ.get(GIT_REVISION_VARIABLE):
-        return os.environ[GIT_REVISION_VARIABLE]
-    source = Path(musicrec.__file__).resolve().parent
-    try:
-        revision = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{revision}-dirty" if dirty else revision
-
-
-def provenance() -> dict[str, str]:
-    """Package version, git revision and container image of the code that is running."""
-    return {
-        "package_version": musicrec.__version__,
-        "git_revision": _git_revision(),
-        "image": os.environ.get(IMAGE_VARIABLE, "local (not a container)"),
-    }
+LINEAGE_FORMAT = "musicrec.release.lineage/1"
 
 
 @dataclass(frozen=True)
@@ -79,7 +41,7 @@ class ArtifactRef:
 
 def add_artifact(steps: dict[str, dict[str, Any]], ref: ArtifactRef) -> None:
     """Record ``ref`` under its step in a lineage ``steps`` mapping."""
-    steps.setdefault(ref.step, {"upstream": list(STEP_UPSTREAM[ref.step]), "artifacts": []})
+    steps.setdefault(ref.step, {"upstream": list(BY_NAME[ref.step].upstream), "artifacts": []})
     steps[ref.step]["artifacts"].append(ref.record())
 
 
@@ -149,7 +111,7 @@ def render_tree(lineage: dict[str, Any]) -> str:
     roots = (
         [model["trained_by"]]
         if model
-        else [s for s in STEP_UPSTREAM if s in steps and s not in consumed | {"evaluate"}]
+        else [s.name for s in STEPS if s.name in steps and s.name not in consumed | {EVALUATE.name}]
     )
     for root in roots:
         visit(root, depth + 1)
@@ -209,8 +171,6 @@ def load(target: str) -> dict[str, Any]:
         store = open_store(target)
         if store.exists(LINEAGE_FILE):
             return json.loads(store.read(LINEAGE_FILE))
-        from musicrec.push import latest_version
-
         version = latest_version(store)
         if version is not None:
             return json.loads(store.read(f"{version}/{LINEAGE_FILE}"))

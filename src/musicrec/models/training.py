@@ -15,13 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from musicrec.errors import TrainingError
+
 logger = logging.getLogger(__name__)
 
 SHUFFLE_BUFFER = 50_000  # rows held for shuffling: bounded memory whatever the corpus size
-
-
-class TrainingError(RuntimeError):
-    """A training step cannot run on its input; the one-line message names what is wrong."""
 
 
 def transformed_feature_spec(transform_graph_dir: str | Path) -> dict[str, Any]:

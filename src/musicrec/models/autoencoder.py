@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,10 @@ import tensorflow as tf
 from keras import layers
 
 from musicrec import features, schema
-from musicrec.artifacts import publish, staging_directory
-from musicrec.plots import figure_html, new_figure
-from musicrec.sentiment import REVIEW_CODE_LAYER, TEXT_INPUTS
-from musicrec.settings import AutoencoderSettings
-from musicrec.training import (
+from musicrec.io.artifacts import publish, staging_directory
+from musicrec.models import bundles
+from musicrec.models.sentiment import REVIEW_CODE_LAYER, TEXT_INPUTS
+from musicrec.models.training import (
     ThroughputLogger,
     curves,
     make_dataset,
@@ -32,6 +30,9 @@ from musicrec.training import (
     split_files,
     transformed_feature_spec,
 )
+from musicrec.plots import figure_html, new_figure
+from musicrec.reports import AutoencoderReport
+from musicrec.settings import AutoencoderSettings
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ METADATA_INPUTS = (
     features.PRICE_Z, features.PRICE_MISSING, features.SALES_RANK_Z, features.SALES_RANK_MISSING,
     features.HELPFUL_VOTES_Z, features.VERIFIED_FLAG,
 )  # fmt: skip
-ENCODER_FILE = "encoder.keras"
-NORMALIZATION_FILE = "normalization.json"
 _PROJECTION_POINTS = 5_000
 
 
@@ -119,14 +118,14 @@ def train_autoencoder(
     report_path: str | Path,
     projection_path: str | Path,
     settings: AutoencoderSettings | None = None,
-) -> dict[str, Any]:
+) -> AutoencoderReport:
     """Train the stacked autoencoder with SGD beside PCA; export the encoder; return (and write) the report.
 
     Args:
         transformed_dir: preprocess output (train/, eval/, test/ TFRecords).
         transform_graph_dir: the tf.Transform output (for the feature spec).
-        cnn_model_dir: the train_cnn model directory (its ``keras_model.keras`` gives the review code).
-        encoder_dir: receives ``encoder.keras`` and the input normalization.
+        cnn_model_dir: the train_cnn model bundle (its Keras CNN gives the review code).
+        encoder_dir: receives the encoder bundle (the Keras encoder and the input normalization).
         report_path: JSON with reconstruction errors of the autoencoder and PCA on eval and test.
         projection_path: an HTML page with the 2-D projection picture coloured by rating.
         settings: hyperparameters.
@@ -135,7 +134,7 @@ def train_autoencoder(
     started = time.monotonic()
     seed_everything(settings.seed)
     spec = transformed_feature_spec(transform_graph_dir)
-    cnn = keras.models.load_model(Path(cnn_model_dir) / "keras_model.keras")
+    cnn = bundles.load_sentiment_keras(cnn_model_dir)
     data = {split: review_table(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
     train_x = data[schema.TRAIN]["representation"]
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6  # train statistics only
@@ -145,7 +144,7 @@ def train_autoencoder(
         optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum), loss="mse"
     )
     throughput = ThroughputLogger(settings.batch_size)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
     logger.info("train_autoencoder: %s train representations of width %d", f"{len(train_x):,}", train_x.shape[1])
     history = autoencoder.fit(
         scaled[schema.TRAIN], scaled[schema.TRAIN], validation_data=(scaled[schema.EVAL], scaled[schema.EVAL]),
@@ -155,7 +154,7 @@ def train_autoencoder(
     pca = pca_reconstruction_mse(
         scaled[schema.TRAIN], {s: scaled[s] for s in (schema.EVAL, schema.TEST)}, settings.bottleneck
     )
-    report: dict[str, Any] = {"settings": {**asdict(settings), "hidden_units": list(settings.hidden_units)}}
+    report: dict[str, Any] = {"settings": settings.to_dict()}
     for split in (schema.EVAL, schema.TEST):
         reconstruction = autoencoder.predict(scaled[split], batch_size=4_096, verbose=0)
         report[split] = {"reconstruction_mse": round(float(np.mean((reconstruction - scaled[split]) ** 2)), 5)}
@@ -168,9 +167,7 @@ def train_autoencoder(
     target = Path(encoder_dir)
     with staging_directory(target) as staging:
         (staging / "encoder").mkdir()
-        encoder.save(staging / "encoder" / ENCODER_FILE)
-        normalization = {"mean": mean.tolist(), "std": std.tolist(), "metadata_inputs": list(METADATA_INPUTS)}
-        (staging / "encoder" / NORMALIZATION_FILE).write_text(json.dumps(normalization))
+        bundles.save_encoder(staging / "encoder", encoder, mean, std, METADATA_INPUTS)
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (staging / "projection.html").write_text(
             projection_html(test_codes, data[schema.TEST]["rating"], settings.seed)
@@ -180,3 +177,17 @@ def train_autoencoder(
         publish(staging / "projection.html", Path(projection_path))
     logger.info("train_autoencoder: test %s, PCA %s", report[schema.TEST], report["baselines"][schema.TEST])
     return report
+
+
+def ui_metrics(report: AutoencoderReport) -> dict[str, float]:
+    """The eval reconstruction errors of the autoencoder and PCA that the Kubeflow UI shows."""
+    return {
+        "eval_reconstruction_mse": report[schema.EVAL]["reconstruction_mse"],
+        "eval_pca_reconstruction_mse": report["baselines"][schema.EVAL]["pca"]["reconstruction_mse"],
+    }
+
+
+def artifact_metadata(report: AutoencoderReport) -> dict[str, dict[str, Any]]:
+    """What the Kubeflow UI shows beside each train_autoencoder artifact, keyed by output name."""
+    return {"encoder": {"framework": "keras", "input_width": report["input_width"], **report["settings"]},
+            "report": {"seconds": report["seconds"]}}  # fmt: skip

@@ -1,7 +1,7 @@
 """train_cnn: a text CNN for review sentiment, beside the majority-class and bag-of-words linear baselines.
 
 The model reads the transformed review and summary token ids; the exported SavedModel carries the
-tf.Transform graph, so it serves normalized text (:func:`musicrec.text.normalize_to_string`, which
+tf.Transform graph, so it serves normalized text (:func:`musicrec.data.text.normalize_to_string`, which
 :func:`score_texts` applies) without any other preprocessing.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,11 @@ import tensorflow as tf
 from keras import layers
 
 from musicrec import features, metrics, schema
-from musicrec.artifacts import publish, staging_directory
-from musicrec.plots import figure_html, new_figure
-from musicrec.settings import CnnSettings
-from musicrec.text import normalize_to_string
-from musicrec.training import (
+from musicrec.data.text import normalize_to_string
+from musicrec.errors import ModelLoadError
+from musicrec.io.artifacts import publish, staging_directory
+from musicrec.models import bundles
+from musicrec.models.training import (
     ThroughputLogger,
     balanced_class_weights,
     curves,
@@ -37,6 +36,9 @@ from musicrec.training import (
     vocabulary,
     vocabulary_size,
 )
+from musicrec.plots import figure_html, new_figure
+from musicrec.reports import SentimentReport
+from musicrec.settings import CnnSettings
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +145,15 @@ def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] 
     """Positive-sentiment probabilities of raw review texts (and summaries) with an exported model.
 
     The model is loaded once and called on batches of :data:`SCORING_BATCH` texts.
+
+    Raises:
+        ModelLoadError: ``model_dir`` holds no SavedModel with a ``serving_default`` signature.
     """
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    try:
+        serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot load a model from {model_dir}: {first_line}") from None
     summaries = summaries if summaries is not None else [""] * len(reviews)
     scores = [np.zeros(0, np.float32)]
     for start in range(0, len(reviews), SCORING_BATCH):
@@ -233,7 +242,8 @@ def _fit(
         metrics=[keras.metrics.AUC(name="auc")],
     )
     throughput = ThroughputLogger(settings.batch_size)
-    stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=1, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=settings.patience,
+                                         restore_best_weights=True)  # fmt: skip
     history = model.fit(
         train, validation_data=eval_, epochs=epochs, class_weight=class_weight, callbacks=[stop, throughput],
         verbose=0,
@@ -248,7 +258,7 @@ def train_sentiment(
     report_path: str | Path,
     settings: CnnSettings | None = None,
     importance_path: str | Path | None = None,
-) -> dict[str, Any]:
+) -> SentimentReport:
     """Train the CNN and both baselines; export the CNN; return (and write) the report.
 
     Args:
@@ -290,7 +300,7 @@ def train_sentiment(
     _fit(bag, data(schema.TRAIN, True), data(schema.EVAL), settings, class_weight, settings.epochs)
 
     majority = int(np.bincount(labels[schema.TRAIN].astype(int)).argmax())
-    report: dict[str, Any] = {"settings": {**asdict(settings), "kernel_sizes": list(settings.kernel_sizes)}}
+    report: dict[str, Any] = {"settings": settings.to_dict()}
     for split in (schema.EVAL, schema.TEST):
         truth = labels[split]
         cnn_probabilities = _predict(cnn, data(split))
@@ -319,7 +329,7 @@ def train_sentiment(
     target = Path(model_dir)
     with staging_directory(target) as staging:
         export_serving_model(cnn, transform_graph_dir, staging / "model")
-        cnn.save(staging / "model" / "keras_model.keras")
+        bundles.save_sentiment_keras(cnn, staging / "model")
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (staging / "importance.html").write_text(token_importance_html(report["token_importance"]))
         publish(staging / "model", target)
@@ -329,3 +339,23 @@ def train_sentiment(
     logger.info("train_cnn: eval %s, test %s, baselines %s", report[schema.EVAL], report[schema.TEST],
                 report["baselines"][schema.TEST])  # fmt: skip
     return report
+
+
+def ui_metrics(report: SentimentReport) -> dict[str, float]:
+    """The eval scores of the CNN and its baselines that the Kubeflow UI shows for train_cnn."""
+    evaluation, baselines = report[schema.EVAL], report["baselines"][schema.EVAL]
+    values = {}
+    for name in ("accuracy", "balanced_accuracy", "auc"):
+        values[f"eval_{name}"] = evaluation[name]
+        values[f"eval_bow_linear_{name}"] = baselines["bow_linear"][name]
+    values["eval_majority_accuracy"] = baselines["majority"]["accuracy"]
+    return values
+
+
+def artifact_metadata(report: SentimentReport) -> dict[str, dict[str, Any]]:
+    """What the Kubeflow UI shows beside each train_cnn artifact, keyed by output name."""
+    return {
+        "model": {"framework": "tensorflow", "signature": "serving_default",
+                  "eval_auc": report[schema.EVAL]["auc"], **report["settings"]},
+        "report": {"seconds": report["seconds"], "examples_per_second": report["train_examples_per_second"]},
+    }  # fmt: skip

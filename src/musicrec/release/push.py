@@ -19,80 +19,29 @@ import contextlib
 import copy
 import json
 import logging
-import re
-import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from musicrec.artifacts import content_sha256
-from musicrec.evaluate import scorecard_rows
-from musicrec.lineage import LINEAGE_FILE, ArtifactRef, add_artifact, provenance
-from musicrec.storage import ObjectStore, StorageError, open_store
+from musicrec.errors import ModelLoadError, PushError, StorageError
+from musicrec.io.artifacts import content_sha256
+from musicrec.io.object_store import ObjectStore, open_store
+from musicrec.io.provenance import provenance
+from musicrec.models import bundles
+from musicrec.models.bundles import SAVED_MODEL_FILE
+from musicrec.release.lineage import ArtifactRef, add_artifact
+from musicrec.release.model_store import LINEAGE_FILE, VERSIONS_PREFIX, version_records
+from musicrec.release.scorecard import scorecard_rows
+from musicrec.steps import INGEST, PUSHED_MODELS
 
 logger = logging.getLogger(__name__)
 
 # Each pushed model and the step that trained it.
-MODELS: dict[str, str] = {"sentiment": "train_cnn", "encoder": "train_autoencoder", "recommender": "train_dnn"}
-VERSIONS_PREFIX = ".versions"
+MODELS: dict[str, str] = {name: step.name for name, step in PUSHED_MODELS.items()}
 STAGING_PREFIX = ".staging"
 MODEL_CARD_FILE = "model_card.md"
-EXTRA_DIRECTORY = "assets.extra"  # TF Serving's place for files beside a SavedModel that it does not load
-SAVED_MODEL_FILE = "saved_model.pb"
-_VERSION_RECORD = re.compile(r"(\d+)\.json")
-
-
-class PushError(RuntimeError):
-    """A push failed; the message is one line and nothing of the version stays visible."""
-
-
-def _version_records(store: ObjectStore) -> dict[int, dict[str, Any]]:
-    records = {}
-    for key in store.list(VERSIONS_PREFIX):
-        match = _VERSION_RECORD.fullmatch(key.rsplit("/", 1)[-1])
-        if match:
-            records[int(match.group(1))] = json.loads(store.read(key))
-    return records
-
-
-def current_push(base_uri: str) -> dict[str, Any] | None:
-    """The commit record of the newest complete push at ``base_uri`` (``None`` if there is none)."""
-    store = open_store(base_uri)
-    committed = {v: r for v, r in _version_records(store).items() if r.get("state") == "committed"}
-    return committed[max(committed)] if committed else None
-
-
-def latest_version(model_store: ObjectStore) -> int | None:
-    """The newest complete version under one model's prefix (one whose ``lineage.json`` exists)."""
-    versions = []
-    for key in model_store.list():
-        version, _, name = key.partition("/")
-        if version.isdigit() and name == LINEAGE_FILE:
-            versions.append(int(version))
-    return max(versions, default=None)
-
-
-def serving_directory(name: str, source: Path, out: Path) -> None:
-    """Lay out one trained model as a SavedModel directory TF Serving can load.
-
-    A SavedModel (the sentiment model) is copied as it is; a Keras model is exported with ``model.export``
-    and its companion files (normalization, history, vocabularies) go to ``assets.extra/``.
-    """
-    if (source / SAVED_MODEL_FILE).is_file():
-        shutil.copytree(source, out)
-        return
-    keras_files = sorted(source.glob("*.keras"))
-    if len(keras_files) != 1:
-        raise PushError(f"{name}: expected a SavedModel or one .keras file in {source}")
-    import keras
-
-    keras.models.load_model(keras_files[0]).export(str(out), verbose=False)
-    (out / EXTRA_DIRECTORY).mkdir()
-    for path in source.iterdir():
-        target = out / EXTRA_DIRECTORY / path.name
-        shutil.copytree(path, target) if path.is_dir() else shutil.copy2(path, target)
 
 
 def _files(directory: Path) -> list[str]:
@@ -106,7 +55,7 @@ def _files(directory: Path) -> list[str]:
 
 def _claim_version(store: ObjectStore, push_id: str) -> int:
     """The next free version number, claimed atomically; numbers already used by any model are skipped."""
-    used = set(_version_records(store))
+    used = set(version_records(store))
     for name in MODELS:
         used |= {int(key.split("/")[1]) for key in store.list(name) if key.split("/")[1].isdigit()}
     version = max(used, default=0) + 1
@@ -121,7 +70,7 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
     card, lineage = evaluation["scorecard"], evaluation["lineage"]
     purposes = {
         "sentiment": "P(review is positive, rating > 3) from normalized review and summary text "
-        "(`musicrec.text.normalize_to_string`; `musicrec score` normalizes for you).",
+        "(`musicrec.data.text.normalize_to_string`; `musicrec score` normalizes for you).",
         "encoder": "Compresses a review's CNN text code and item metadata into a small code (the autoencoder's "
         "encoder; normalization constants in assets.extra/).",
         "recommender": "Two heads over train-history features: a user's predicted rating of an item, and the "
@@ -130,7 +79,7 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
     }
     rows = [f"| {task} | {name} | " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()) + " |"
             for task, name, values in scorecard_rows(card)]  # fmt: skip
-    inputs = lineage["steps"]["ingest"]["inputs"]
+    inputs = lineage["steps"][INGEST.name]["inputs"]
     code = lineage["provenance"]
     return "\n".join([
         f"# {name}, version {version}", "", f"`{uri}`", "", f"**Purpose.** {purposes[name]}", "",
@@ -190,7 +139,10 @@ def _push(
 ) -> dict[str, Any]:  # fmt: skip
     for name, source in model_dirs.items():
         logger.info("push: preparing %s from %s", name, source)
-        serving_directory(name, source, scratch / name)
+        try:
+            bundles.serving_layout(source, scratch / name)
+        except ModelLoadError as error:
+            raise PushError(f"{name}: {error}") from None
     version = _claim_version(store, push_id)
     staging = f"{STAGING_PREFIX}/{version}-{push_id}"
     uris = {name: store.uri(f"{name}/{version}") for name in model_dirs}
@@ -220,6 +172,7 @@ def _push(
             store.promote(f"{staging}/{name}", f"{name}/{version}", _files(scratch / name))
             published.append(name)
         record = {"state": "committed", "version": version, "push_id": push_id, "models": uris,
+                  "evaluation_id": evaluation.get("id"),
                   "metrics": evaluation["gated_metrics"], "seconds": round(time.monotonic() - started, 3),
                   **provenance()}  # fmt: skip
         store.write(f"{VERSIONS_PREFIX}/{version}.json", json.dumps(record, indent=2).encode())
@@ -233,3 +186,35 @@ def _push(
             store.delete(staging)
     logger.info("push: version %d published: %s", version, ", ".join(uris.values()))
     return record
+
+
+def push_evaluated_models(
+    model_dirs: dict[str, str | Path], evaluation_ref: ArtifactRef, base_uri: str, model_card_path: str | Path
+) -> dict[str, Any]:
+    """The push step: read evaluate's output, push the blessed models, write the recommender's model card.
+
+    Args:
+        model_dirs: the trained model directories by name (:data:`MODELS`).
+        evaluation_ref: evaluate's ``evaluation`` artifact (read from its ``path``, recorded in lineage).
+        base_uri: the model store.
+        model_card_path: receives the recommender's model card (Markdown).
+
+    Returns:
+        The commit record (see :func:`push_models`).
+
+    Raises:
+        PushError: the evaluation cannot be read, or see :func:`push_models`.
+    """
+    try:
+        evaluation = json.loads(Path(evaluation_ref.path).read_text())
+    except (OSError, ValueError) as error:
+        raise PushError(f"cannot read the evaluation at {evaluation_ref.path}: {error}") from None
+    record = push_models(model_dirs, evaluation, base_uri, evaluation_ref)
+    recommender = record["models"]["recommender"]
+    Path(model_card_path).write_text(model_card_text("recommender", record["version"], recommender, evaluation))
+    return record
+
+
+def artifact_metadata(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the Kubeflow UI shows beside the model card: the version, its seconds and each pushed model's URI."""
+    return {"model_card": {"version": record["version"], "seconds": record["seconds"], **record["models"]}}

@@ -1,0 +1,1 @@
+"""Storage, artifacts and provenance: reading and writing local paths, s3:// and gs:// safely."""

@@ -1,0 +1,1 @@
+"""The models: training helpers, the sentiment CNN, the stacked autoencoder, the DNN recommender, bundles."""

@@ -1,0 +1,249 @@
+"""train_dnn: a regularized DNN that predicts ratings, and what a user will review, from train history.
+
+Inputs for a (user, item) pair: the user and item id embeddings, train-history aggregates of each side (mean
+review code, mean CNN sentiment, damped mean rating, review count), the item's metadata, how the two histories
+match (product and cosine of the mean codes), the user's taste for the item (their train reviews' codes,
+weighted by how far above its item's bias each was rated, against the item's code), and the damped user + item
+bias prediction. A review's code is its autoencoder code (sentiment) beside its text code (the words that
+follow the item, such as its genre).
+Never the review being predicted: eval and test pairs see train aggregates only, and a train pair's aggregates
+(and biases) leave its own review out.
+
+Two heads share those inputs:
+
+* ``rating``: the damped bias prediction plus a learned correction (MSE), clipped to 1..5.
+* ``interaction``: the probability that the user reviews the item at all (binary cross-entropy on train
+  reviews against seeded, sampled items the user did not review). Ranking by predicted rating surfaces niche
+  items that nobody reviews; recommendations and HR@10 / NDCG@10 rank by this head (:func:`ranking_score`).
+
+Beside it: the global mean and the damped user + item bias baselines (lambda = 10) for RMSE and MAE, and
+MostPop for HR@10 / NDCG@10 on ranking every item a test user has not reviewed in train.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from musicrec import features, metrics, schema
+from musicrec.errors import TrainingError
+from musicrec.io.artifacts import publish, staging_directory
+from musicrec.models import bundles
+from musicrec.models.autoencoder import METADATA_INPUTS, review_table
+from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, History, pair_inputs
+from musicrec.models.recommender.negatives import implicit_pairs
+from musicrec.models.recommender.network import build_rating_model
+from musicrec.models.recommender.ranking import evaluate_ranking
+from musicrec.models.recommender.serving import export_serving_model
+from musicrec.models.recommender.text_codes import fit_text_projection, read_review_tokens, text_codes
+from musicrec.models.training import (
+    ThroughputLogger,
+    curves,
+    seed_everything,
+    split_files,
+    transformed_feature_spec,
+)
+from musicrec.reports import RatingReport
+from musicrec.settings import RatingSettings
+
+logger = logging.getLogger(__name__)
+
+
+ITEM_METADATA = (features.PRICE_Z, features.PRICE_MISSING, features.SALES_RANK_Z, features.SALES_RANK_MISSING)
+
+
+def _item_metadata(table: dict[str, np.ndarray]) -> np.ndarray:
+    positions = [METADATA_INPUTS.index(name) for name in ITEM_METADATA]
+    width = table["representation"].shape[1] - len(METADATA_INPUTS)
+    return table["representation"][:, [width + p for p in positions]]
+
+
+def _by_user_history(
+    returning: np.ndarray, truth: np.ndarray, predicted: np.ndarray, bias: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """RMSE of the model and the bias baseline for users with train reviews and for users new in the split.
+
+    New users have no history of their own: any gain there comes from the item side alone.
+    """
+    segments = {}
+    for name, rows in (("returning_users", returning), ("new_users", ~returning)):
+        if rows.any():
+            segments[name] = {
+                "rows": int(rows.sum()),
+                "rmse": round(metrics.rmse(truth[rows], predicted[rows]), 4),
+                "bias_rmse": round(metrics.rmse(truth[rows], bias[rows]), 4),
+            }
+    return segments
+
+
+def fit_and_evaluate(
+    tables: dict[str, dict[str, np.ndarray]], n_known_users: int, n_known_items: int, settings: RatingSettings
+) -> tuple[keras.Model, History, dict[str, Any]]:
+    """Fit both heads on the train split (early stopping on eval); report rating and ranking beside baselines.
+
+    Args:
+        tables: per split, each review's user and item index, rating, CNN sentiment, autoencoder code and
+            ``representation`` (CNN code + metadata, for the item metadata).
+        n_known_users: user vocabulary size (index ``n_known_users`` is an unseen user).
+        n_known_items: item vocabulary size.
+        settings: hyperparameters.
+
+    Returns:
+        The two-head model, the train history it serves with, and the report (without ``seconds``).
+    """
+    seed_everything(settings.seed)
+    n_users, n_items = n_known_users + 1, n_known_items + 1  # + the out-of-vocabulary index
+    train = tables[schema.TRAIN]
+    history = History.from_train(
+        train[features.USER_INDEX], train[features.ITEM_INDEX], train["rating"], train["sentiment"], train["code"],
+        _item_metadata(train), n_users, n_items,
+    )  # fmt: skip
+    own = {k: train[k] for k in ("rating", "sentiment", "code")}
+    data = {split: pair_inputs(history, tables[split][features.USER_INDEX], tables[split][features.ITEM_INDEX],
+                               own if split == schema.TRAIN else None) for split in schema.SPLITS}  # fmt: skip
+    networks = build_rating_model(n_users, n_items, data[schema.TRAIN][HISTORY_INPUT].shape[1], settings)
+    logger.info("train_dnn: %s train pairs, %d users, %d items", f"{len(train['rating']):,}", n_users, n_items)
+
+    networks.rating.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse",
+                            metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])  # fmt: skip
+    fit = networks.rating.fit(
+        data[schema.TRAIN], train["rating"], validation_data=(data[schema.EVAL], tables[schema.EVAL]["rating"]),
+        batch_size=settings.batch_size, epochs=settings.epochs, shuffle=True, verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_rmse", patience=settings.patience,
+                                                 restore_best_weights=True),
+                   ThroughputLogger(settings.batch_size)],
+    )  # fmt: skip
+    implicit_train = implicit_pairs(history, train, n_known_items, settings.negatives, settings.seed, True)
+    implicit_eval = implicit_pairs(history, tables[schema.EVAL], n_known_items, settings.negatives,
+                                   settings.seed + 1, False)  # fmt: skip
+    networks.interaction.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+                                 loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])  # fmt: skip
+    implicit_fit = networks.interaction.fit(
+        *implicit_train, validation_data=implicit_eval, batch_size=settings.batch_size, epochs=settings.epochs,
+        shuffle=True, verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
+                                                 restore_best_weights=True),
+                   ThroughputLogger(settings.batch_size)],
+    )  # fmt: skip
+
+    report: dict[str, Any] = {"settings": settings.to_dict()}
+    for split in (schema.EVAL, schema.TEST):
+        truth = tables[split]["rating"]
+        predicted = networks.rating.predict(data[split], batch_size=16_384, verbose=0).reshape(-1)
+        bias = np.clip(data[split][BIAS_INPUT], 1, 5)  # exactly the damped bias baseline outside train
+        report[split] = {
+            "rmse": round(metrics.rmse(truth, predicted), 4),
+            "mae": round(metrics.mae(truth, predicted), 4),
+        }
+        mean = np.full(len(truth), history.global_mean)
+        report.setdefault("baselines", {})[split] = {
+            "global_mean": {"rmse": round(metrics.rmse(truth, mean), 4),
+                            "mae": round(metrics.mae(truth, mean), 4)},
+            "bias": {"rmse": round(metrics.rmse(truth, bias), 4), "mae": round(metrics.mae(truth, bias), 4)},
+        }  # fmt: skip
+        if split == schema.TEST:
+            report["test_by_user"] = _by_user_history(tables[split][features.USER_INDEX] < n_known_users,
+                                                      truth, predicted, bias)  # fmt: skip
+            edges = np.arange(-4.25, 4.5, 0.5)  # half-star bins centred on whole-star errors
+            report["test_error_histogram"] = {"edges": edges.tolist(), "counts": {
+                name: np.histogram(values - truth, edges)[0].tolist()
+                for name, values in (("DNN", predicted), ("damped bias", bias))
+            }}  # fmt: skip
+    logger.info("train_dnn: test RMSE %s, damped bias %s, by user history %s", report[schema.TEST]["rmse"],
+                report["baselines"][schema.TEST]["bias"]["rmse"], report["test_by_user"])  # fmt: skip
+    report["ranking"] = evaluate_ranking(
+        networks.model, history, tables[schema.TEST], n_known_users, n_known_items, settings
+    )
+    report["history"] = curves(fit) | {f"interaction_{k}": v for k, v in curves(implicit_fit).items()}
+    return networks.model, history, report
+
+
+def train_rating(
+    transformed_dir: str | Path,
+    transform_graph_dir: str | Path,
+    cnn_model_dir: str | Path,
+    encoder_dir: str | Path,
+    model_dir: str | Path,
+    report_path: str | Path,
+    settings: RatingSettings | None = None,
+) -> RatingReport:
+    """Train the rating DNN; evaluate rating and ranking beside baselines; export model, history and vocabularies.
+
+    Args:
+        transformed_dir: preprocess output (train/, eval/, test/ TFRecords).
+        transform_graph_dir: the tf.Transform output (feature spec, user and item vocabularies).
+        cnn_model_dir: train_cnn model (review codes and sentiment of history reviews).
+        encoder_dir: train_autoencoder encoder (compresses history review codes).
+        model_dir: receives the serving SavedModel (raw user and item ids in, rating and ranking score out),
+            and the Keras model, train history arrays and id vocabularies that ``recommend`` reads.
+        report_path: JSON with RMSE / MAE and HR@10 / NDCG@10 beside the baselines.
+        settings: hyperparameters.
+    """
+    import tensorflow_transform as tft
+
+    settings = settings or RatingSettings()
+    started = time.monotonic()
+    spec = transformed_feature_spec(transform_graph_dir)
+    graph = tft.TFTransformOutput(str(transform_graph_dir))
+    n_known_users = graph.vocabulary_size_by_name(features.USER_VOCABULARY)
+    n_known_items = graph.vocabulary_size_by_name(features.ITEM_VOCABULARY)
+    cnn = bundles.load_sentiment_keras(cnn_model_dir)
+    tables = {split: review_table(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
+    logger.info("train_dnn: CNN codes and sentiment of %s reviews (%.0f s)",
+                f"{sum(len(t['rating']) for t in tables.values()):,}", time.monotonic() - started)  # fmt: skip
+    tokens = {split: read_review_tokens(split_files(transformed_dir, split), spec) for split in schema.SPLITS}
+    train_ids, train_items = tokens[schema.TRAIN]
+    corpus_rate, projection = fit_text_projection(train_ids, train_items, n_known_items + 1, settings.text_tokens,
+                                                  settings.text_dims)  # fmt: skip
+    encoder = bundles.load_encoder(encoder_dir)
+    for split, table in tables.items():
+        if not np.array_equal(tokens[split][1], table[features.ITEM_INDEX]):
+            raise TrainingError(f"review order differs between two reads of split {split!r}")
+        # The autoencoder code carries sentiment; the text code carries the words that follow the item.
+        sentiment_code = encoder.encode(table["representation"])
+        text_code = text_codes(tokens[split][0], corpus_rate, projection)
+        table["code"] = np.concatenate([sentiment_code, text_code], axis=1)
+    logger.info("train_dnn: autoencoder and text codes done (%.0f s)", time.monotonic() - started)
+    model, history, report = fit_and_evaluate(tables, n_known_users, n_known_items, settings)
+    report["seconds"] = round(time.monotonic() - started, 3)
+
+    target = Path(model_dir)
+    with staging_directory(target) as staging:
+        (staging / "model").mkdir()
+        users, items = (
+            [value.decode() for value in graph.vocabulary_by_name(name)]
+            for name in (features.USER_VOCABULARY, features.ITEM_VOCABULARY)
+        )
+        export_serving_model(model, history, users, items, staging / "model")
+        bundles.save_recommender(staging / "model", model, history.to_arrays(), users, items)
+        (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        publish(staging / "model", target)
+        publish(staging / "report.json", Path(report_path))
+    test, baselines = report[schema.TEST], report["baselines"][schema.TEST]
+    logger.info("train_dnn: test %s, baselines %s, ranking %s", test, baselines, report["ranking"])
+    return report
+
+
+def ui_metrics(report: RatingReport) -> dict[str, float]:
+    """Eval RMSE / MAE beside the baselines and test HR@10 / NDCG@10 beside MostPop, for the Kubeflow UI."""
+    values = {}
+    for name in ("rmse", "mae"):
+        values[f"eval_{name}"] = report[schema.EVAL][name]
+        for baseline in ("bias", "global_mean"):
+            values[f"eval_{baseline}_{name}"] = report["baselines"][schema.EVAL][baseline][name]
+    for name in ("hr@10", "ndcg@10"):
+        values[f"test_{name}"] = report["ranking"]["test"][name]
+        values[f"test_mostpop_{name}"] = report["ranking"]["baselines"]["mostpop"][name]
+    return values
+
+
+def artifact_metadata(report: RatingReport) -> dict[str, dict[str, Any]]:
+    """What the Kubeflow UI shows beside each train_dnn artifact, keyed by output name."""
+    return {"model": {"framework": "keras", "eval_rmse": report[schema.EVAL]["rmse"], **report["settings"]},
+            "report": {"seconds": report["seconds"]}}  # fmt: skip

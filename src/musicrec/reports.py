@@ -1,0 +1,87 @@
+"""Typed shapes of the JSON reports the steps write and read: the contract between training and release.
+
+Each training step writes a report (``report`` artifact); evaluate reads them into a scorecard and writes the
+``evaluation`` artifact, which push and the run summary read. Every report is plain JSON; these TypedDicts
+name its keys so a change shows in one place. Splits are keyed ``eval`` and ``test`` (:mod:`musicrec.schema`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+Scores = dict[str, float]  # metric name -> value, e.g. {"rmse": 0.97, "mae": 0.65}
+
+
+class ModelReport(TypedDict):
+    """What every training step reports: its settings, eval and test scores beside baselines, curves, time."""
+
+    settings: dict[str, Any]
+    eval: dict[str, Any]
+    test: dict[str, Any]
+    baselines: dict[str, dict[str, Scores]]  # split -> baseline name -> scores
+    history: dict[str, list[float]]  # per-epoch training curves
+    seconds: float
+
+
+class SentimentReport(ModelReport):
+    """train_cnn's report; ``eval``/``test`` also hold ``confusion_matrix`` and ``roc``."""
+
+    train_examples_per_second: float
+    token_importance: dict[str, dict[str, list]]
+    class_weight: dict[str, float]
+
+
+class AutoencoderReport(ModelReport):
+    """train_autoencoder's report; baselines are ``pca``."""
+
+    input_width: int
+
+
+class RankingReport(TypedDict):
+    """HR@10 / NDCG@10 of the recommender beside MostPop on the test split."""
+
+    users: int
+    test: Scores
+    baselines: dict[str, Scores]
+
+
+class RatingReport(ModelReport):
+    """train_dnn's report; baselines are ``global_mean`` and ``bias``."""
+
+    test_by_user: dict[str, dict[str, float]]
+    test_error_histogram: dict[str, Any]
+    ranking: RankingReport
+
+
+class ScorecardSection(TypedDict):
+    """One task's test scores beside its baselines' test scores."""
+
+    test: Scores
+    baselines: dict[str, Scores]
+
+
+class Scorecard(TypedDict):
+    """Every model's test scores beside its baselines (the ``summary.json`` layout)."""
+
+    sentiment: ScorecardSection
+    autoencoder: ScorecardSection
+    rating: ScorecardSection
+    ranking: RankingReport
+
+
+class Evaluation(TypedDict):
+    """evaluate's ``evaluation`` artifact: the blessing, the scorecard, the run's results and its lineage."""
+
+    id: str
+    blessed: bool
+    reasons: list[str]
+    scorecard: Scorecard
+    serving_check: dict[str, float]
+    sentiment_test: dict[str, Any]
+    gated_metrics: dict[str, float]
+    compared_with: dict[str, Any] | None
+    settings: dict[str, Any]
+    results: dict[str, Any]  # summary.json sections of every step (musicrec.release.summary)
+    step_seconds: dict[str, float]
+    lineage: dict[str, Any]
+    seconds: float

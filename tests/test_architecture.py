@@ -65,6 +65,7 @@ def test_lineage_records_the_registered_upstream_steps(tmp_path):
     (tmp_path / "model").write_text("weights")
     chain = build_chain([ArtifactRef("train_autoencoder", "encoder", "file://x", tmp_path / "model")],
                         {"reviews": {"uri": "r", "sha256": "0" * 64, "bytes": 1}})  # fmt: skip
+    assert chain["format"] == "musicrec.lineage/1"  # pushed lineage.json files are read by this name
     assert chain["steps"]["train_autoencoder"]["upstream"] == ["preprocess", "train_cnn"]
     assert chain["steps"]["ingest"]["inputs"]["reviews"]["uri"] == "r"
 

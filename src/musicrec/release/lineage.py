@@ -20,7 +20,7 @@ from musicrec.io.provenance import provenance
 from musicrec.release.model_store import LINEAGE_FILE, latest_version
 from musicrec.steps import BY_NAME, EVALUATE, STEPS
 
-LINEAGE_FORMAT = "musicrec.release.lineage/1"
+LINEAGE_FORMAT = "musicrec.lineage/1"
 
 
 @dataclass(frozen=True)

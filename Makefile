@@ -6,10 +6,25 @@ STAMP := $(VENV)/.installed
 # kfp.local and tf.Transform leave temporary directories behind; keep them inside the project.
 export TMPDIR := $(CURDIR)/.tmp
 
+# Images. A docker CLI with BuildKit: the default one if it has buildx, else Debian's docker.io client (BuildKit
+# built in). The base is pulled if it can be, else built here with debootstrap (containers/base-image.sh).
+DOCKER ?= $(shell docker buildx version >/dev/null 2>&1 && echo docker || { test -x /usr/bin/docker && echo /usr/bin/docker; } || echo docker)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= musicrec:$(VERSION)
+BASE_IMAGE ?= python:3.11-slim-bookworm
+# The CA bundle pip trusts inside the build (a BuildKit secret, never in the image).
+PIP_CA ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+comma := ,
+BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build -f containers/Dockerfile \
+	--build-arg BASE_IMAGE=$$(DOCKER=$(DOCKER) containers/base-image.sh $(BASE_IMAGE)) \
+	--build-arg VERSION=$(VERSION) \
+	--build-arg GIT_REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty) \
+	$(if $(PIP_CA),--secret id=pip_ca$(comma)src=$(PIP_CA))
+
 .DEFAULT_GOAL := help
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +39,27 @@ run: $(STAMP) ## Run the whole DAG locally (kfp.local) on the embedded default s
 	@mkdir -p $(TMPDIR)
 	$(BIN)/musicrec run --output runs/default
 
-test: $(STAMP) lint ## Lint, then run every test, the slow end-to-end ones included
+test: $(STAMP) lint ## Lint, then run every test but the container ones (no docker needed); slow ones included
 	@mkdir -p $(TMPDIR)
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not container"
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	@mkdir -p $(TMPDIR)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow and not container"
+
+image: ## Build the CPU image $(IMAGE) (needs docker)
+	@mkdir -p $(TMPDIR)
+	$(BUILD) --build-arg VARIANT=cpu --build-arg IMAGE=$(IMAGE) -t $(IMAGE) .
+
+image-gpu: ## Build the GPU image $(IMAGE)-gpu of the training steps (needs docker; CUDA wheels, several GB)
+	@mkdir -p $(TMPDIR)
+	$(BUILD) --build-arg VARIANT=gpu --build-arg IMAGE=$(IMAGE)-gpu -t $(IMAGE)-gpu .
+
+images: image image-gpu ## Build both images (needs docker)
+
+test-containers: $(STAMP) image ## Run the whole DAG inside the CPU image through kfp.local's DockerRunner (needs docker)
+	@mkdir -p $(TMPDIR)
+	MUSICREC_TEST_IMAGE=$(IMAGE) $(BIN)/pytest -m container
 
 lint: $(STAMP) ## Lint and format-check the code and the Dockerfile; check the import layers (import-linter)
 	$(BIN)/ruff check src components pipelines tests benchmarks
@@ -43,12 +72,12 @@ compile: $(STAMP) ## Recompile pipelines/music_recommender.yaml
 
 constraints: ## Re-resolve the stack in a scratch venv and rewrite constraints.txt
 	rm -rf .tmp/constraints-venv && $(PYTHON) -m venv .tmp/constraints-venv
-	.tmp/constraints-venv/bin/pip install --quiet --upgrade pip
+	.tmp/constraints-venv/bin/pip install --quiet --upgrade pip 'setuptools>=77'
 	.tmp/constraints-venv/bin/pip install --quiet -e '.[dev]'
 	{ echo "# Every package of the one resolution known to work (Python 3.11); regenerate with 'make constraints'."; \
-	  .tmp/constraints-venv/bin/pip freeze --exclude-editable; } > constraints.txt
+	  .tmp/constraints-venv/bin/pip freeze --all --exclude-editable | grep -v -E '^(pip|wheel)=='; } > constraints.txt
 
 clean: ## Remove the venv, run outputs and temporary files
 	rm -rf $(VENV) .tmp runs .pytest_cache
 
-.PHONY: help install run test test-fast lint compile constraints clean
+.PHONY: help install run test test-fast lint compile constraints clean image image-gpu images test-containers

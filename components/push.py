@@ -38,10 +38,11 @@ def push(
     from musicrec.release.push import artifact_metadata, push_evaluated_models
 
     with step("push"):
+        evaluated = ArtifactRef("evaluate", "evaluation", evaluation.uri, Path(evaluation.path),
+                                dict(evaluation.metadata))  # fmt: skip
         record = push_evaluated_models(
             {"sentiment": cnn_model.path, "encoder": encoder.path, "recommender": rating_model.path},
-            ArtifactRef("evaluate", "evaluation", evaluation.uri, Path(evaluation.path)), push_destination,
-            model_card.path,
+            evaluated, push_destination, model_card.path,
         )  # fmt: skip
         publish({"model_card": model_card}, artifact_metadata(record))
     outputs = namedtuple("PushOutputs", ["pushed_model", "version"])

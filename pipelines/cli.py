@@ -11,30 +11,8 @@ from typing import Any
 
 from musicrec.errors import LineageError, MusicrecError, RunError
 from musicrec.progress import configure_logging
-from pipelines.local_run import DEFAULT_SAMPLE_REVIEWS
-
-COMPILED_PIPELINE = Path(__file__).with_name("music_recommender.yaml")
-
-
-def compile_pipeline(out: str | Path = COMPILED_PIPELINE, image: str | None = None) -> Path:
-    """Compile the DAG to the KFP IR YAML a user uploads in the Kubeflow UI.
-
-    Args:
-        out: the YAML file to write.
-        image: the CPU image of the steps, ``components.BASE_IMAGE`` by default; the training steps then run in
-            its GPU variant, the same name with ``-gpu`` appended (how containers/Dockerfile tags it).
-    """
-    from kfp import compiler
-
-    from components import BASE_IMAGE, GPU_IMAGE
-    from pipelines.music_recommender import music_recommender
-
-    out = Path(out)
-    compiler.Compiler().compile(music_recommender, package_path=str(out))
-    if image and image != BASE_IMAGE:
-        text = out.read_text().replace(f"image: {GPU_IMAGE}\n", f"image: {image}-gpu\n")
-        out.write_text(text.replace(f"image: {BASE_IMAGE}\n", f"image: {image}\n"))
-    return out
+from pipelines.local_run import DEFAULT_SAMPLE_REVIEWS, RUNNERS
+from pipelines.package import COMPILED_PIPELINE, compile_pipeline
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -50,7 +28,8 @@ def _run(args: argparse.Namespace) -> None:
     from pipelines.local_run import format_summary, parse_parameters, run_locally
 
     parameters = parse_parameters(args.param)
-    summary = run_locally(args.output, args.reviews, args.metadata, parameters, args.sample_reviews)
+    summary = run_locally(args.output, args.reviews, args.metadata, parameters, args.sample_reviews, args.runner,
+                          args.image, args.gpu_image)  # fmt: skip
     print(format_summary(summary))
     print(f"summary: {Path(args.output).resolve() / 'summary.json'}")
     if summary.get("pushed_model"):
@@ -62,7 +41,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def submit_run(
     host: str | None, arguments: dict[str, Any], experiment: str, run_name: str | None = None,
-    image: str | None = None,
+    image: str | None = None, gpu_image: str | None = None,
 ) -> str:  # fmt: skip
     """Compile the DAG and start a run of it on a Kubeflow Pipelines endpoint (what CI calls to retrain).
 
@@ -71,7 +50,8 @@ def submit_run(
         arguments: pipeline arguments by name (``reviews_uri``, ``metadata_uri``, ``push_destination``...).
         experiment: the experiment the run is filed under (created if missing).
         run_name: the run's name in the UI (default: the package name and a timestamp).
-        image: the CPU image the steps run in (see :func:`compile_pipeline`).
+        image: the CPU steps' image, a tag or a digest (see :func:`~pipelines.package.step_images`).
+        gpu_image: the training steps' image.
 
     Returns:
         The run id.
@@ -84,7 +64,7 @@ def submit_run(
     import kfp
 
     with tempfile.TemporaryDirectory(prefix="musicrec-submit-") as scratch:
-        package = compile_pipeline(Path(scratch) / "music_recommender.yaml", image)
+        package = compile_pipeline(Path(scratch) / "music_recommender.yaml", image, gpu_image)
         try:
             client = kfp.Client(host=host)
             run = client.create_run_from_pipeline_package(
@@ -103,7 +83,7 @@ def _submit(args: argparse.Namespace) -> None:
 
     arguments = {"reviews_uri": args.reviews, "metadata_uri": args.metadata,
                  "push_destination": args.push_destination, **parse_parameters(args.param)}  # fmt: skip
-    run_id = submit_run(args.host, arguments, args.experiment, args.run_name, args.image)
+    run_id = submit_run(args.host, arguments, args.experiment, args.run_name, args.image, args.gpu_image)
     print(f"run {run_id} submitted to experiment {args.experiment!r}")
     if args.host:
         print(f"{args.host.rstrip('/')}/#/runs/details/{run_id}")
@@ -134,7 +114,7 @@ def _lineage(args: argparse.Namespace) -> None:
 
 
 def _compile(args: argparse.Namespace) -> None:
-    print(f"wrote {compile_pipeline(args.out, args.image)}")
+    print(f"wrote {compile_pipeline(args.out, args.image, args.gpu_image)}")
 
 
 def _score(args: argparse.Namespace) -> None:
@@ -156,6 +136,13 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def _add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", help="image of the CPU steps: a tag or a digest, e.g. an ECR URI "
+                        "(default musicrec:<version>)")  # fmt: skip
+    parser.add_argument("--gpu-image", help="image of the three training steps (default: --image's tag + '-gpu'; "
+                        "required when --image is a digest)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,11 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample-reviews", type=_positive_int, default=DEFAULT_SAMPLE_REVIEWS,
         help=f"size of the generated sample when no data is given (default {DEFAULT_SAMPLE_REVIEWS:,})",
     )  # fmt: skip
+    run.add_argument(
+        "--runner", choices=RUNNERS, default="subprocess",
+        help="subprocess: each step in this Python (default); docker: each step in the project image, as on a "
+        "cluster (local inputs must then be inside --output, the one directory the containers see)",
+    )  # fmt: skip
+    run.add_argument("--image", help="with --runner docker: the image of every step (default musicrec:<version>)")
+    run.add_argument("--gpu-image", help="with --runner docker: the training steps' image (default: --image)")
     run.set_defaults(handler=_run)
 
     compile_ = commands.add_parser("compile", help="compile the DAG to KFP IR YAML")
     compile_.add_argument("--out", default=str(COMPILED_PIPELINE), help="YAML file (default: the committed one)")
-    compile_.add_argument("--image", help="CPU image of the steps, e.g. an ECR URI (training: the same + '-gpu')")
+    _add_image_arguments(compile_)
     compile_.set_defaults(handler=_compile)
 
     score = commands.add_parser("score", help="sentiment of a raw review with an exported CNN")
@@ -211,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", default="musicrec", help="KFP experiment (default musicrec; created if missing)"
     )
     submit.add_argument("--run-name", help="run name in the UI (default: package name and timestamp)")
-    submit.add_argument("--image", help="CPU image of the steps, e.g. an ECR URI (training: the same + '-gpu')")
+    _add_image_arguments(submit)
     submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
     submit.set_defaults(handler=_submit)
 

@@ -23,6 +23,8 @@ logger = logging.getLogger("musicrec.run")
 DEFAULT_SAMPLE_REVIEWS = 40_000
 DEFAULT_SAMPLE_SEED = 2018
 MODEL_STORE = "model_store"  # push_destination of a local run, under its output directory
+RUNNERS = ("subprocess", "docker")
+IMAGE_USER = (1000, 1000)  # the user the project image runs as (containers/Dockerfile)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -76,12 +78,44 @@ def _check_local_input(uri: str) -> None:
         raise RunError(f"cannot read {uri}: {'is a directory' if path.is_dir() else 'not found'}")
 
 
+def _check_visible_in_containers(uri: str, output: Path) -> None:
+    """A local input of a docker run must be inside the run directory, the one directory its containers see."""
+    if "://" in uri and not uri.startswith("file://"):
+        return
+    path = Path(uri.removeprefix("file://")).resolve()
+    if not path.is_relative_to(output):
+        raise RunError(f"{uri}: with --runner docker a local input must be inside {output} (the one directory "
+                       "the step containers see): copy it there, or give an s3:// or gs:// URI")  # fmt: skip
+
+
+def _docker_pipeline(output: Path, image: str | None, gpu_image: str | None) -> tuple[Any, Any]:
+    """The compiled package pointed at the images, loaded for kfp.local, and a DockerRunner that can write here."""
+    from kfp import components, local
+
+    from components import BASE_IMAGE
+    from pipelines.package import compile_pipeline
+
+    image = image or BASE_IMAGE
+    package = compile_pipeline(output / "music_recommender.yaml", image, gpu_image or image)
+    if os.getuid() == 0:
+        # Root here: run the steps as the image's own non-root user, as a cluster would, on a tree it owns.
+        for path in (output, *output.rglob("*")):
+            os.chown(path, *IMAGE_USER, follow_symlinks=False)
+        user = ":".join(map(str, IMAGE_USER))
+    else:
+        user = f"{os.getuid()}:{os.getgid()}"
+    return components.load_component_from_file(str(package)), local.DockerRunner(user=user)
+
+
 def run_locally(
     output_dir: str | Path,
     reviews_uri: str | None = None,
     metadata_uri: str | None = None,
     parameters: dict[str, Any] | None = None,
     sample_reviews: int = DEFAULT_SAMPLE_REVIEWS,
+    runner: str = "subprocess",
+    image: str | None = None,
+    gpu_image: str | None = None,
 ) -> dict[str, Any]:
     """Run the DAG with ``kfp.local`` and write ``<output_dir>/summary.json``.
 
@@ -92,6 +126,12 @@ def run_locally(
         metadata_uri: metadata file.
         parameters: further pipeline arguments by name.
         sample_reviews: size of the generated sample when no data is given.
+        runner: ``subprocess`` runs each step in this interpreter; ``docker`` runs the compiled package
+            (``<output_dir>/music_recommender.yaml``) with each step in its image, as a cluster does. The
+            containers see ``output_dir`` only (mounted at the same path), so local inputs must be inside it;
+            tasks then run as the image's user (1000) when this process is root, else as this process's user.
+        image: with ``docker``, every step's image (default ``components.BASE_IMAGE``).
+        gpu_image: with ``docker``, the training steps' image (default: ``image``; no GPU is used locally).
 
     Returns:
         The summary (also in ``summary.json``).
@@ -105,6 +145,10 @@ def run_locally(
 
     if (reviews_uri is None) != (metadata_uri is None):
         raise RunError("give both --reviews and --metadata, or neither to use the generated sample")
+    if runner not in RUNNERS:
+        raise RunError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    if runner != "docker" and (image or gpu_image):
+        raise RunError("--image and --gpu-image choose the images of --runner docker")
     output = Path(output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -117,18 +161,24 @@ def run_locally(
     _check_local_input(reviews_uri)
     _check_local_input(metadata_uri)
 
-    pipeline_root = output / "pipeline_root"
     workspace = output / "workspace"
     workspace.mkdir(exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               workspace_root=str(workspace))  # fmt: skip
+    if runner == "docker":
+        for uri in (reviews_uri, metadata_uri):
+            _check_visible_in_containers(uri, output)
+        pipeline, local_runner = _docker_pipeline(output, image, gpu_image)
+        pipeline_root = output  # the one directory the containers see
+    else:
+        pipeline, local_runner = music_recommender, local.SubprocessRunner(use_venv=False)
+        pipeline_root = output / "pipeline_root"
+    local.init(runner=local_runner, pipeline_root=str(pipeline_root), workspace_root=str(workspace))
     with warnings.catch_warnings():
         # Locally every task runs in this interpreter, whatever image the component names.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
             arguments = {"push_destination": str(output / MODEL_STORE), **(parameters or {})}
-            run = music_recommender(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **arguments)
+            run = pipeline(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **arguments)
         except RuntimeError as error:
             message = _ANSI.sub("", str(error)).splitlines()[0]
             raise RunError(f"{message} (the task's log above says why)") from None

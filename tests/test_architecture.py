@@ -11,7 +11,7 @@ import yaml
 from musicrec.release.lineage import ArtifactRef, build_chain
 from musicrec.release.push import MODELS
 from musicrec.steps import BY_NAME, PUSHED_MODELS, STEPS
-from pipelines.cli import compile_pipeline
+from pipelines.package import compile_pipeline
 
 CHANNEL = re.compile(r"pipelinechannel--(?P<task>[a-z-]+?)-(?P<output>[a-z_]+)$")
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from components import BASE_IMAGE, GPU_IMAGE
-from pipelines.cli import COMPILED_PIPELINE, compile_pipeline, main
+from pipelines.cli import main
 from pipelines.local_run import RunError, parse_parameters
+from pipelines.package import COMPILED_PIPELINE, compile_pipeline
 
 
 def _without_versions(text: str) -> str:
@@ -107,6 +108,36 @@ def test_compile_can_point_every_step_at_another_image(tmp_path):
     assert {used for name, used in images.items() if name not in training} == {image}
 
 
+def test_compile_with_two_digests_sets_every_tasks_image_and_keeps_the_package_loadable(tmp_path):
+    registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com:443/ml/musicrec"
+    cpu, gpu = f"{registry}@sha256:{'a' * 64}", f"{registry}-gpu@sha256:{'b' * 64}"
+    package = compile_pipeline(tmp_path / "p.yaml", image=cpu, gpu_image=gpu)
+    documents = list(yaml.safe_load_all(package.read_text()))
+    images = {name: e["container"]["image"] for name, e in documents[0]["deploymentSpec"]["executors"].items()}
+    training = {f"exec-{task}" for task in TRAINING_TASKS}
+    assert {name for name, used in images.items() if used == gpu} == training
+    assert {name for name, used in images.items() if used == cpu} == set(images) - training
+    # The GPU scheduling (platform spec) survives, and KFP loads the package as a pipeline.
+    selectors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(selectors) == training
+    from kfp import components
+
+    loaded = components.load_component_from_file(str(package))
+    assert loaded.pipeline_spec.deployment_spec["executors"]["exec-train-cnn"]["container"]["image"] == gpu
+    assert package.read_text().startswith("# PIPELINE DEFINITION")
+
+
+def test_a_digest_image_needs_its_gpu_image_and_references_are_checked(tmp_path, capsys):
+    digest = f"repo/musicrec@sha256:{'c' * 64}"
+    assert main(["compile", "--out", str(tmp_path / "p.yaml"), "--image", digest]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"musicrec compile: error: --image {digest} is a digest: give the training steps' image with --gpu-image"
+    )
+    assert main(["compile", "--out", str(tmp_path / "p.yaml"), "--image", "repo/musicrec: 1"]) == 1
+    assert "expected an image reference" in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists()
+
+
 def test_parameters_are_typed_and_checked():
     assert parse_parameters(["reviews_uri=s3://b/k"]) == {"reviews_uri": "s3://b/k"}
     typed = parse_parameters(["cnn_seed=3", "dnn_l2=1e-3", "blessing_max_regression=0"])
@@ -126,6 +157,25 @@ def test_cli_rejects_a_missing_local_input_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1] == f"musicrec run: error: cannot read {tmp_path / 'absent.json.gz'}: not found"
+
+
+def test_a_docker_run_refuses_local_inputs_its_containers_cannot_see(tmp_path, small_dataset, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--runner", "docker", "--output", str(out), "--reviews", str(small_dataset.reviews_path),
+                 "--metadata", str(small_dataset.metadata_path)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith(
+        f"musicrec run: error: {small_dataset.reviews_path}: with --runner docker a local input"
+    )
+    assert not (out / "summary.json").exists()
+
+
+def test_images_are_chosen_only_for_a_docker_run(tmp_path, capsys):
+    assert main(["run", "--output", str(tmp_path), "--image", "musicrec:0.1.0"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "musicrec run: error: --image and --gpu-image choose the images of --runner docker"
+    )
 
 
 def test_cli_wants_both_data_arguments(tmp_path, capsys):

@@ -19,8 +19,8 @@ from musicrec.settings import (
     check_pipeline_arguments,
     parameter_descriptions,
 )
-from pipelines.cli import compile_pipeline
 from pipelines.local_run import parse_parameters
+from pipelines.package import compile_pipeline
 
 # Pipeline parameters that are not settings: the data, the destination and the Beam runner.
 RUN_PARAMETERS = {"reviews_uri", "metadata_uri", "push_destination", "beam_runner", "beam_options"}

@@ -61,11 +61,14 @@ test-containers: $(STAMP) image ## Run the whole DAG inside the CPU image throug
 	@mkdir -p $(TMPDIR)
 	MUSICREC_TEST_IMAGE=$(IMAGE) $(BIN)/pytest -m container
 
-lint: $(STAMP) ## Lint and format-check the code and the Dockerfile; check the import layers (import-linter)
+lint: $(STAMP) ## Lint the code, Dockerfile, import layers, YAML and CI workflows (all offline)
 	$(BIN)/ruff check src components pipelines tests benchmarks
 	$(BIN)/ruff format --check src components pipelines tests benchmarks
 	$(BIN)/hadolint containers/Dockerfile
 	$(BIN)/lint-imports
+	$(BIN)/yamllint -c .yamllint.yaml manifests .github
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yaml
+	$(BIN)/actionlint .github/workflows/*.yaml
 
 compile: $(STAMP) ## Recompile pipelines/music_recommender.yaml
 	$(BIN)/musicrec compile

@@ -39,54 +39,60 @@ def _run(args: argparse.Namespace) -> None:
         print(render_tree(load(summary["pushed_model"])))
 
 
-def submit_run(
-    host: str | None, arguments: dict[str, Any], experiment: str, run_name: str | None = None,
-    image: str | None = None, gpu_image: str | None = None,
-) -> str:  # fmt: skip
-    """Compile the DAG and start a run of it on a Kubeflow Pipelines endpoint (what CI calls to retrain).
-
-    Args:
-        host: the KFP API endpoint (``None``: the ``KF_PIPELINES_ENDPOINT`` variable or the in-cluster default).
-        arguments: pipeline arguments by name (``reviews_uri``, ``metadata_uri``, ``push_destination``...).
-        experiment: the experiment the run is filed under (created if missing).
-        run_name: the run's name in the UI (default: the package name and a timestamp).
-        image: the CPU steps' image, a tag or a digest (see :func:`~pipelines.package.step_images`).
-        gpu_image: the training steps' image.
-
-    Returns:
-        The run id.
-
-    Raises:
-        RunError: the endpoint cannot be reached or refuses the run.
-    """
-    import tempfile
-
-    import kfp
-
-    with tempfile.TemporaryDirectory(prefix="musicrec-submit-") as scratch:
-        package = compile_pipeline(Path(scratch) / "music_recommender.yaml", image, gpu_image)
-        try:
-            client = kfp.Client(host=host)
-            run = client.create_run_from_pipeline_package(
-                str(package), arguments=arguments, run_name=run_name, experiment_name=experiment
-            )
-        except Exception as error:  # kfp_server_api, urllib3 and TimeoutError all end here
-            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise RunError(
-                f"cannot submit to Kubeflow Pipelines at {host or 'the default endpoint'}: {cause}"
-            ) from None
-    return run.run_id
-
-
-def _submit(args: argparse.Namespace) -> None:
+def _published(args: argparse.Namespace, scratch: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Connect, publish the package (``--package``, or compiled here) as a version, and parse the arguments."""
+    from pipelines import kubeflow
     from pipelines.local_run import parse_parameters
 
     arguments = {"reviews_uri": args.reviews, "metadata_uri": args.metadata,
                  "push_destination": args.push_destination, **parse_parameters(args.param)}  # fmt: skip
-    run_id = submit_run(args.host, arguments, args.experiment, args.run_name, args.image, args.gpu_image)
-    print(f"run {run_id} submitted to experiment {args.experiment!r}")
-    if args.host:
-        print(f"{args.host.rstrip('/')}/#/runs/details/{run_id}")
+    if args.package:
+        if args.image or args.gpu_image:
+            raise RunError("--package is compiled already: give --image/--gpu-image to `musicrec compile` instead")
+        package = Path(args.package)
+        if not package.is_file():
+            raise RunError(f"--package {package}: not found")
+    else:
+        package = compile_pipeline(scratch / "music_recommender.yaml", args.image, args.gpu_image)
+    target = kubeflow.Target(args.host, args.token, args.token_file, args.namespace)
+    version = args.version or kubeflow.default_version()
+    client = kubeflow.connect(target)
+    published = kubeflow.publish(client, target, package, version, args.experiment, args.pipeline_name)
+    print(f"pipeline {args.pipeline_name!r} version {version!r} in experiment {args.experiment!r}")
+    return client, target, published, arguments
+
+
+def _submit(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from pipelines import kubeflow
+
+    with tempfile.TemporaryDirectory(prefix="musicrec-submit-") as scratch:
+        client, target, published, arguments = _published(args, Path(scratch))
+    run_name = args.run_name or f"{args.pipeline_name}-{published.version[:12]}"
+    run_id = kubeflow.start_run(client, target, published, run_name, arguments)
+    print(f"run {run_id} ({run_name}) submitted")
+    if kubeflow.run_link(target, run_id):
+        print(kubeflow.run_link(target, run_id))
+    state = None
+    try:
+        if args.wait:
+            state = kubeflow.wait_for_run(client, target, run_id, args.timeout, args.poll_seconds)
+    finally:
+        if args.record_out:
+            submission = kubeflow.record(published, run_id, state, target)
+            Path(args.record_out).write_text(json.dumps(submission, indent=2) + "\n")
+
+
+def _schedule(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from pipelines import kubeflow
+
+    with tempfile.TemporaryDirectory(prefix="musicrec-schedule-") as scratch:
+        client, target, published, arguments = _published(args, Path(scratch))
+    recurring_id = kubeflow.schedule(client, target, published, args.name, args.cron, arguments)
+    print(f"recurring run {recurring_id} ({args.name}) scheduled: {args.cron!r}, one at a time, no catch-up")
 
 
 def _lineage(args: argparse.Namespace) -> None:
@@ -145,6 +151,25 @@ def _add_image_arguments(parser: argparse.ArgumentParser) -> None:
                         "required when --image is a digest)")  # fmt: skip
 
 
+def _add_kubeflow_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline "
+                        "(default: KF_PIPELINES_ENDPOINT or the in-cluster service)")  # fmt: skip
+    parser.add_argument("--token", help="bearer token (default: KF_PIPELINES_TOKEN, then --token-file)")
+    parser.add_argument("--token-file", help="file holding the bearer token, e.g. a service-account token")
+    parser.add_argument("--namespace", help="user namespace of a multi-user Kubeflow")
+    parser.add_argument(
+        "--reviews", required=True, help="Digital_Music.json(.gz) as the pods see it: s3:// or gs://"
+    )
+    parser.add_argument("--metadata", required=True, help="meta_Digital_Music.json(.gz), same schemes")
+    parser.add_argument("--push-destination", required=True, help="model store for blessed models: s3:// or gs://")
+    parser.add_argument("--experiment", default="musicrec", help="experiment (default musicrec, created if new)")
+    parser.add_argument("--pipeline-name", default="music-recommender", help="pipeline (uploaded if missing)")
+    parser.add_argument("--version", help="pipeline version name (default: the git revision); reused if present")
+    parser.add_argument("--package", help="a compiled package (musicrec compile) instead of compiling here")
+    _add_image_arguments(parser)
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="musicrec", description=__doc__)
@@ -193,21 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
     recommend.set_defaults(handler=_recommend)
 
-    submit = commands.add_parser("submit", help="compile the DAG and start a run on Kubeflow Pipelines (for CI)")
-    submit.add_argument("--host", help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline "
-                        "(default: KF_PIPELINES_ENDPOINT or the in-cluster service)")  # fmt: skip
-    submit.add_argument(
-        "--reviews", required=True, help="Digital_Music.json(.gz) as the pods see it: s3:// or gs://"
-    )
-    submit.add_argument("--metadata", required=True, help="meta_Digital_Music.json(.gz), same schemes")
-    submit.add_argument("--push-destination", required=True, help="model store for blessed models: s3:// or gs://")
-    submit.add_argument(
-        "--experiment", default="musicrec", help="KFP experiment (default musicrec; created if missing)"
-    )
-    submit.add_argument("--run-name", help="run name in the UI (default: package name and timestamp)")
-    _add_image_arguments(submit)
-    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument")
+    submit = commands.add_parser("submit", help="upload the DAG as a pipeline version and run it on Kubeflow")
+    _add_kubeflow_arguments(submit)
+    submit.add_argument("--run-name", help="the run's name in the UI (default: pipeline name and version)")
+    submit.add_argument("--wait", action="store_true", help="follow the run; exit 1 unless it succeeds")
+    submit.add_argument("--timeout", type=_positive_int, default=6 * 3600, help="with --wait: seconds (6 h)")
+    submit.add_argument("--poll-seconds", type=float, default=10.0, help="with --wait: seconds between checks")
+    submit.add_argument("--record-out", help="write the run's ids, final state and link as JSON to this file")
     submit.set_defaults(handler=_submit)
+
+    schedule = commands.add_parser("schedule", help="upload the DAG as a pipeline version and run it on a cron")
+    _add_kubeflow_arguments(schedule)
+    schedule.add_argument("--cron", required=True, help="cron expression with seconds, e.g. '0 0 3 * * 1'")
+    schedule.add_argument("--name", default="musicrec-retrain", help="the recurring run's name")
+    schedule.set_defaults(handler=_schedule)
 
     lineage = commands.add_parser("lineage", help="where a pushed model or a local run came from")
     lineage.add_argument(

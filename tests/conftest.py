@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,13 @@ from pathlib import Path
 import pytest
 
 from musicrec.data.generate import GeneratedFiles, generate_dataset
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cli_logging():
+    """The CLI binds its log handler to the stderr of the moment; let each test's captured stderr get its own."""
+    yield
+    logging.getLogger("musicrec").handlers.clear()
 
 
 def free_port() -> int:

@@ -133,7 +133,12 @@ def _score(args: argparse.Namespace) -> None:
 def _recommend(args: argparse.Namespace) -> None:
     from musicrec.models.recommender.serving import recommend
 
-    for rank, (asin, rating) in enumerate(recommend(args.model, args.user, args.k), start=1):
+    result = recommend(args.model, args.user, args.k)
+    if not result.personalized:
+        print(f"user {args.user} has no train history: the most popular items instead")
+    if len(result.items) < args.k:
+        print(f"only {len(result.items)} items are left that the user has not reviewed")
+    for rank, (asin, rating) in enumerate(result.items, start=1):
         print(f"{rank:>3}  {asin}  {rating:.3f}")
 
 
@@ -214,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     recommend = commands.add_parser("recommend", help="top-K albums for a user with an exported rating model")
     recommend.add_argument("--model", required=True, help="the train_dnn model directory")
-    recommend.add_argument("--user", required=True, help="a reviewerID seen in train")
+    recommend.add_argument("--user", required=True, help="a reviewerID (without train history: the most popular)")
     recommend.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
     recommend.set_defaults(handler=_recommend)
 

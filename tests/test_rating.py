@@ -215,19 +215,35 @@ def test_report_holds_rating_and_ranking_beside_baselines(trained):
     assert ranking["baselines"]["mostpop"]["hr@10"] > 0
 
 
-def test_recommend_returns_unseen_items_for_a_train_user(trained):
+def test_recommend_returns_unseen_items_for_a_train_user_and_mostpop_for_a_new_one(trained):
     out, _ = trained
     users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
     history = History.from_arrays(bundles.load_recommender(out / "model").history)
     items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
     user = int(np.argmax(history.user_count[: len(users)]))
     recommended = recommend(out / "model", users[user], k=5)
-    assert len(recommended) == 5
+    assert len(recommended.items) == 5 and recommended.personalized
     seen = {items[i] for i in history.train_items(user)}
-    assert not seen & {asin for asin, _ in recommended}
-    assert all(1.0 <= score <= 5.0 for _, score in recommended)
-    with pytest.raises(KeyError, match="no train history"):
-        recommend(out / "model", "ANOBODY", k=5)
+    assert not seen & {asin for asin, _ in recommended.items}
+    assert all(1.0 <= score <= 5.0 for _, score in recommended.items)
+    # A user with no train history gets the most popular items, and is told so.
+    cold = recommend(out / "model", "ANOBODY", k=5)
+    assert not cold.personalized
+    assert [asin for asin, _ in cold.items] == [
+        items[i] for i in top_items(history.item_count[: len(items)], [], 5)
+    ]
+
+
+def test_recommend_never_returns_a_reviewed_item_even_when_k_exceeds_what_is_left(trained):
+    out, _ = trained
+    users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
+    items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
+    history = History.from_arrays(bundles.load_recommender(out / "model").history)
+    user = int(np.argmax(history.user_count[: len(users)]))
+    seen = {items[i] for i in history.train_items(user)}
+    everything = recommend(out / "model", users[user], k=len(items) + 10)
+    assert len(everything.items) == len(items) - len(seen) > 0
+    assert not seen & {asin for asin, _ in everything.items}
 
 
 def test_recommend_ranks_by_the_measured_interaction_score(trained):
@@ -244,10 +260,10 @@ def test_recommend_ranks_by_the_measured_interaction_score(trained):
     probability = predicted[INTERACTION_OUTPUT].reshape(-1)
     assert np.array_equal(ranking_score(predicted), probability.astype(np.float64))
     expected = top_items(probability, history.train_items(user), 5)
-    recommended = recommend(out / "model", users[user], k=5)
+    recommended = recommend(out / "model", users[user], k=5).items
     assert [asin for asin, _ in recommended] == [items[i] for i in expected]
     rating = predicted[RATING_OUTPUT].reshape(-1)
-    assert [score for _, score in recommended] == [round(float(rating[i]), 3) for i in expected]
+    assert [score for _, score in recommended] == pytest.approx([float(rating[i]) for i in expected], abs=2e-3)
 
 
 def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(trained):

@@ -75,7 +75,8 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
         "encoder; normalization constants in assets.extra/).",
         "recommender": "Two heads over train-history features: a user's predicted rating of an item, and the "
         "probability they review it, which ranks recommendations. `serving_default` takes raw `user_id` and "
-        "`item_id` strings; `musicrec recommend` ranks the unseen items of a user.",
+        "`item_id` strings; the `recommend` signature takes `user_id` and `k` and returns the top k items the "
+        "user has not reviewed (the most popular for a user without history); `musicrec recommend` calls it.",
     }
     rows = [f"| {task} | {name} | " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()) + " |"
             for task, name, values in scorecard_rows(card)]  # fmt: skip

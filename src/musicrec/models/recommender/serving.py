@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from musicrec import features
-from musicrec.errors import UnknownUserError
-from musicrec.models import bundles
+from musicrec.errors import ModelLoadError
 from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, History, item_sides, user_sides
 from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT
-from musicrec.models.recommender.ranking import TOP_K, score_all_items, top_items
+from musicrec.models.recommender.ranking import TOP_K
 
 SERVING_INPUTS = ("user_id", "item_id")  # the raw reviewerID and asin a client sends
+RECOMMEND_SIGNATURE = "recommend"  # user_id and k in; item_ids, scores, ratings, count, personalized out
 
 
 def export_serving_model(
     model: keras.Model, history: History, users: list[str], items: list[str], out_dir: Path
 ) -> None:
-    """Write a SavedModel whose ``serving_default`` takes raw ``user_id`` / ``item_id`` strings.
+    """Write a SavedModel that serves the recommender with no Python beside it (TF Serving, KServe).
 
-    It looks the ids up in the train vocabularies (unseen ids get the out-of-vocabulary index), gathers each
-    side's train-history features, builds the pair features exactly as :func:`pair_inputs` does outside train,
-    and returns both heads: ``rating`` and ``interaction`` (the ranking score). So TF Serving / KServe serve
-    the recommender with no Python beside it.
+    ``serving_default`` takes raw ``user_id`` / ``item_id`` strings, looks them up in the train vocabularies
+    (unseen ids get the out-of-vocabulary index), gathers each side's train-history features, builds the pair
+    features exactly as :func:`pair_inputs` does outside train, and returns both heads: ``rating`` and
+    ``interaction`` (the ranking score). ``recommend`` takes ``user_id`` and ``k`` and returns each user's top
+    ``k`` catalogue items by that score, never one they reviewed in train (``count`` says how many are real when
+    fewer are left); users without train history get the most popular items, with ``personalized`` false.
     """
     import tensorflow as tf
 
     n_users, n_items = len(history.user_count), len(history.item_count)
+    n_known_items = len(items)  # the catalogue: every item but the out-of-vocabulary index
     # Outside train, each half of a pair's features depends on its side alone: precompute both halves.
     code_width = history.user_code_sum.shape[1]
     user_block, user_taste = user_sides(history, np.arange(n_users), np.zeros(n_users, np.int64))
@@ -51,10 +55,13 @@ def export_serving_model(
             self.item_table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(items, tf.range(len(items), dtype=tf.int64)), n_items - 1
             )
+            self.item_ids = tf.constant(items)
+            self.popularity = tf.constant(history.item_count[:n_known_items].astype(np.float32))
+            self.train_items = tf.RaggedTensor.from_row_splits(
+                tf.constant(history.user_items, tf.int64), tf.constant(history.user_items_indptr, tf.int64)
+            )
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in SERVING_INPUTS])
-        def serve(self, user_id: tf.Tensor, item_id: tf.Tensor) -> dict[str, tf.Tensor]:
-            user, item = self.user_table.lookup(user_id), self.item_table.lookup(item_id)
+        def _predict(self, user: tf.Tensor, item: tf.Tensor) -> dict[str, tf.Tensor]:
             user_side, item_side = tf.gather(self.user_block, user), tf.gather(self.item_block, item)
             user_code, item_code = user_side[:, :code_width], item_side[:, :code_width]
             norms = tf.norm(user_code, axis=1) * tf.norm(item_code, axis=1)
@@ -68,25 +75,71 @@ def export_serving_model(
             return {name: tf.reshape(tf.cast(predicted[name], tf.float32), [-1])
                     for name in (RATING_OUTPUT, INTERACTION_OUTPUT)}  # fmt: skip
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in SERVING_INPUTS])
+        def serve(self, user_id: tf.Tensor, item_id: tf.Tensor) -> dict[str, tf.Tensor]:
+            return self._predict(self.user_table.lookup(user_id), self.item_table.lookup(item_id))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                                      tf.TensorSpec([], tf.int32, name="k")])  # fmt: skip
+        def recommend(self, user_id: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+            user = self.user_table.lookup(user_id)
+            batch = tf.shape(user)[0]
+            predicted = self._predict(tf.repeat(user, n_known_items),
+                                      tf.tile(tf.range(n_known_items, dtype=tf.int64), [batch]))  # fmt: skip
+            score = tf.reshape(predicted[INTERACTION_OUTPUT], [batch, n_known_items])
+            rating = tf.reshape(predicted[RATING_OUTPUT], [batch, n_known_items])
+            personalized = user < n_users - 1
+            # Users without train history get the most popular items; nobody gets an item they reviewed.
+            score = tf.where(personalized[:, None], score, tf.broadcast_to(self.popularity, tf.shape(score)))
+            seen = tf.gather(self.train_items, user)
+            excluded = tf.stack([tf.cast(seen.value_rowids(), tf.int64), seen.flat_values], axis=1)
+            score = tf.tensor_scatter_nd_update(score, excluded, tf.fill([tf.shape(excluded)[0]], -np.inf))
+            top = tf.math.top_k(score, k=tf.minimum(k, n_known_items))
+            found = top.values > -np.inf
+            return {
+                "item_ids": tf.where(found, tf.gather(self.item_ids, top.indices), ""),
+                "scores": top.values,
+                "ratings": tf.gather(rating, top.indices, batch_dims=1),
+                "count": tf.reduce_sum(tf.cast(found, tf.int32), axis=1),
+                "personalized": personalized,
+            }
+
     server = RecommenderServer()
-    tf.saved_model.save(server, str(out_dir), signatures={"serving_default": server.serve.get_concrete_function()})
+    tf.saved_model.save(server, str(out_dir), signatures={
+        "serving_default": server.serve.get_concrete_function(),
+        RECOMMEND_SIGNATURE: server.recommend.get_concrete_function(),
+    })  # fmt: skip
 
 
-def recommend(model_dir: str | Path, user_id: str, k: int = TOP_K) -> list[tuple[str, float]]:
-    """The top ``k`` (asin, predicted rating) for a train user, over items they have not reviewed.
+@dataclass(frozen=True)
+class Recommendations:
+    """A user's top items: (asin, predicted rating) best first, and whether they are personal (not MostPop)."""
 
-    Ranked by :func:`ranking_score`, as the report's HR@10 / NDCG@10 are. ``model_dir`` is train_dnn's model
-    directory or a pushed ``recommender`` version (push copies it as it is).
+    items: list[tuple[str, float]]
+    personalized: bool
+
+
+def recommend(model_dir: str | Path, user_id: str, k: int = TOP_K) -> Recommendations:
+    """The top ``k`` items for a user through the SavedModel's ``recommend`` signature, as a client would.
+
+    Known users get the catalogue ranked by :func:`~musicrec.models.recommender.ranking.ranking_score` (as the
+    report's HR@10 / NDCG@10), users without train history the most popular items; nobody gets an item they
+    reviewed in train, so fewer than ``k`` come back when fewer are left. ``model_dir`` is train_dnn's model or a
+    pushed ``recommender`` version.
 
     Raises:
-        UnknownUserError: the user has no train history (cold start is not served by this model).
-        ModelLoadError: ``model_dir`` is not a recommender bundle.
+        ModelLoadError: ``model_dir`` holds no recommender SavedModel with a ``recommend`` signature.
     """
-    bundle = bundles.load_recommender(model_dir)
-    if user_id not in bundle.users:
-        raise UnknownUserError(f"user {user_id} has no train history in {model_dir}")
-    user = bundle.users.index(user_id)
-    history = History.from_arrays(bundle.history)
-    scores, ratings = score_all_items(bundle.model, history, np.array([user]), len(bundle.items))
-    top = top_items(scores[0], history.train_items(user), k)
-    return [(bundle.items[i], round(float(ratings[0, i]), 3)) for i in top]
+    import tensorflow as tf
+
+    try:
+        serve = tf.saved_model.load(str(model_dir)).signatures[RECOMMEND_SIGNATURE]
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot load a recommender from {model_dir}: {first_line}") from None
+    out = serve(user_id=tf.constant([user_id]), k=tf.constant(k, tf.int32))
+    count = int(out["count"][0])
+    items = [item.decode() for item in out["item_ids"][0].numpy()[:count]]
+    ratings = out["ratings"][0].numpy()[:count]
+    return Recommendations([(item, round(float(r), 3)) for item, r in zip(items, ratings, strict=True)],
+                           bool(out["personalized"][0]))  # fmt: skip

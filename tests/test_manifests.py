@@ -69,8 +69,8 @@ def test_the_aws_overlay_pins_kfp_and_its_patch_gives_the_pipeline_runner_the_cl
         {"resources": ["kfp.yaml", "base"], "patches": [{"path": "patch.yaml"}]}
     ))  # fmt: skip
     (account,) = [r for r in kustomize(tmp_path) if r["kind"] == "ServiceAccount"]
-    (irsa,) = cluster["iam"]["serviceAccounts"]
-    assert irsa["metadata"] == {"name": "pipeline-runner", "namespace": "kubeflow"} and irsa["roleOnly"] is True
+    irsa = next(a for a in cluster["iam"]["serviceAccounts"] if a["metadata"]["name"] == "pipeline-runner")
+    assert irsa["metadata"]["namespace"] == "kubeflow" and irsa["roleOnly"] is True
     role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert role.endswith(f":role/{irsa['roleName']}")
     assert irsa["attachPolicyARNs"] == [role.replace(f"role/{irsa['roleName']}", "policy/musicrec-pipelines")]
@@ -108,14 +108,19 @@ def test_the_training_tasks_select_and_tolerate_exactly_the_gpu_node_group(tmp_p
     assert re.fullmatch(r".+:v\d+\.\d+\.\d+", plugin["containers"][0]["image"]), "the device plugin is pinned"
 
 
-def test_iam_grants_only_the_projects_prefixes_and_the_pipeline_root_is_inside_them():
-    policy = json.loads((MANIFESTS / "iam" / "musicrec-pipelines-policy.json").read_text())
+def _granted(policy_file: str) -> tuple[set[str], set[str], dict]:
+    policy = json.loads((MANIFESTS / "iam" / policy_file).read_text())
     resources, actions = set(), set()
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
         resources |= set(statement["Resource"])
         actions |= set(statement["Action"])
     assert all(PROJECT_ARNS.fullmatch(arn) for arn in resources), resources
+    return resources, actions, policy
+
+
+def test_iam_grants_only_the_projects_prefixes_and_the_pipeline_root_is_inside_them():
+    _, actions, policy = _granted("musicrec-pipelines-policy.json")
     assert actions <= {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"}
     writable = {arn for s in policy["Statement"] if "s3:PutObject" in s["Action"] for arn in s["Resource"]}
     assert not any(arn.startswith("arn:aws:s3:::musicrec-data") for arn in writable), "raw data is read-only"
@@ -130,3 +135,37 @@ def test_no_static_credentials_anywhere_in_the_cluster_side():
     texts += [p.read_text() for p in (ROOT / ".github").rglob("*.yaml")]
     for text in texts:
         assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|secretAccessKey|AWS_SECRET_ACCESS_KEY", text)
+
+
+def test_the_inference_services_validate_and_read_only_the_model_store(cluster, tmp_path):
+    resources = kustomize(MANIFESTS / "serving")
+    services = [r for r in resources if r["kind"] == "InferenceService"]
+    assert {s["metadata"]["name"] for s in services} == {"musicrec-sentiment", "musicrec-recommender"}
+    schema = MANIFESTS / "schemas" / "kserve-inferenceservice-v1beta1.schema.json"
+    files = [MANIFESTS / "serving" / name for name in ("sentiment.yaml", "recommender.yaml")]
+    files.append(MANIFESTS / "serving" / "canary" / "recommender-canary.yaml")
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(schema), *map(str, files)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    canary = yaml.safe_load(files[-1].read_text())["spec"]["predictor"]
+    assert 0 < canary["canaryTrafficPercent"] < 100
+    # The core kinds beside them pass strict Kubernetes validation.
+    core = [r for r in resources if r["kind"] != "InferenceService"]
+    assert {r["kind"] for r in core} == {"Namespace", "ServiceAccount"}
+    (tmp_path / "core.yaml").write_text(yaml.safe_dump_all(core))
+    validated = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "-k", "1.33.0",
+                                str(tmp_path / "core.yaml")], capture_output=True, text=True)  # fmt: skip
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    readable, actions, _ = _granted("musicrec-serving-policy.json")
+    assert actions == {"s3:GetObject", "s3:ListBucket"}, "the servers only read"
+    (account,) = [r for r in resources if r["kind"] == "ServiceAccount"]
+    role = next(
+        a for a in cluster["iam"]["serviceAccounts"] if a["metadata"]["name"] == account["metadata"]["name"]
+    )
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(f":role/{role['roleName']}")
+    for service in services:
+        predictor = service["spec"]["predictor"]
+        assert predictor["serviceAccountName"] == account["metadata"]["name"]
+        assert predictor["model"]["modelFormat"]["name"] == "tensorflow" and predictor["model"]["resources"]
+        bucket, _, prefix = predictor["model"]["storageUri"].removeprefix("s3://").partition("/")
+        assert f"arn:aws:s3:::{bucket}/{prefix.split('/')[0]}/*" in readable

@@ -90,6 +90,8 @@ def test_the_served_model_scores_raw_test_text_as_training_measured_it(small_cnn
     assert served["reviews"] == test_rows["rows"]
     assert served["auc"] == pytest.approx(report["test"]["auc"], abs=1e-3)
     assert served["accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-3)
+    # The model's own normalizer agrees with preprocessing's on (almost) every raw test text.
+    assert 0 <= served["token_id_skew"] < 0.005
 
 
 def test_scorecard_takes_the_test_split_of_each_report():

@@ -48,19 +48,21 @@ def strip_html(text: str) -> str:
     return _SPACE.sub(" ", _TAG.sub(" ", html.unescape(text))).strip()
 
 
-_PUNCTUATION, _NEGATION, _STOPWORD, _WORD = range(4)
+# The kinds of token the normalizer tells apart: punctuation ends a negation scope, a negation opens one,
+# stopwords are dropped, words are kept (stemmed).
+PUNCTUATION, NEGATION, STOPWORD, WORD = range(4)
 
 
 @lru_cache(maxsize=500_000)
-def _classify(token: str) -> tuple[int, str]:
+def classify(token: str) -> tuple[int, str]:
     """A token's kind and its Snowball stem; cached, since review vocabularies are Zipfian."""
     if token in _CLAUSE_PUNCTUATION:
-        return _PUNCTUATION, token
+        return PUNCTUATION, token
     if NEGATION_RE.search(token):
-        return _NEGATION, _stemmer.stem(token)
+        return NEGATION, _stemmer.stem(token)
     if token in STOPWORDS:
-        return _STOPWORD, token
-    return _WORD, _stemmer.stem(token)
+        return STOPWORD, token
+    return WORD, _stemmer.stem(token)
 
 
 def tokenize(text: str | None) -> list[str]:
@@ -85,15 +87,15 @@ def normalize(text: str | None) -> list[str]:
     out: list[str] = []
     in_scope = False
     for token in tokenize(text):
-        kind, stem = _classify(token)
-        if kind == _PUNCTUATION:
+        kind, stem = classify(token)
+        if kind == PUNCTUATION:
             in_scope = False
             continue
-        if kind == _NEGATION and not in_scope:
+        if kind == NEGATION and not in_scope:
             in_scope = True
             out.append(stem)
             continue
-        if kind == _STOPWORD:
+        if kind == STOPWORD:
             continue
         out.append(stem + NEGATION_SUFFIX if in_scope else stem)
     return out

@@ -31,6 +31,7 @@ from musicrec.data.raw_batches import (
     tensor_adapter_config,
     to_raw_record_batch,
 )
+from musicrec.data.text_graph import write_stems
 from musicrec.errors import PreprocessError
 from musicrec.io.artifacts import directory_sha256, publish, staging_directory
 from musicrec.settings import TransformSettings
@@ -256,6 +257,8 @@ def preprocess(
         targets.append(Path(markdown_path))
     with staging_directory(targets[0]) as staging:
         _run_beam(shards, staging, settings, beam_runner, options, normalizer_processes, sum(rows_in.values()))
+        # The raw train tokens' stems, for the TensorFlow port of the normalizer the served model carries.
+        serving_tokens = write_stems(Path(examples_dir), staging / "transform_graph")
         output = tft.TFTransformOutput(str(staging / "transform_graph"))
         sizes = {name: output.vocabulary_size_by_name(name) for name in features.VOCABULARIES}
         statistics = {
@@ -281,6 +284,7 @@ def preprocess(
                 ),
             },
             "transformed_features": sorted(output.transformed_feature_spec()),
+            "serving_normalizer_tokens": serving_tokens,
             "transformed_sha256": directory_sha256(staging / "transformed"),
             "transform_graph_sha256": directory_sha256(staging / "transform_graph"),
             "seconds": round(seconds, 3),

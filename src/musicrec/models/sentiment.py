@@ -1,8 +1,8 @@
 """train_cnn: a text CNN for review sentiment, beside the majority-class and bag-of-words linear baselines.
 
-The model reads the transformed review and summary token ids; the exported SavedModel carries the
-tf.Transform graph, so it serves normalized text (:func:`musicrec.data.text.normalize_to_string`, which
-:func:`score_texts` applies) without any other preprocessing.
+The model reads the transformed review and summary token ids; the exported SavedModel carries the TensorFlow
+port of the normalizer (:mod:`musicrec.data.text_graph`) and the tf.Transform graph, so it serves raw review
+text with nothing in front of it (TF Serving, KServe's TensorFlow runtime, :func:`score_texts`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from keras import layers
 
 from musicrec import features, metrics, schema
 from musicrec.data.text import normalize_to_string
+from musicrec.data.text_graph import GraphNormalizer, read_stems
 from musicrec.errors import ModelLoadError
 from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models import bundles
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 TEXT_INPUTS = (features.REVIEW_IDS, features.SUMMARY_IDS)
 REVIEW_CODE_LAYER = "review_code"  # the pooled review representation the autoencoder compresses
 SERVING_OUTPUT = "positive_probability"
+RAW_TEXT_INPUTS = ("review_text", "summary_text")  # what a client sends: the review as written
 
 
 def build_cnn(review_vocabulary: int, summary_vocabulary: int, settings: CnnSettings) -> keras.Model:
@@ -109,61 +111,108 @@ def classification_metrics(
 
 
 class _SentimentServer(tf.Module):
-    """Normalized review and summary text in, positive probability out: transform graph plus CNN."""
+    """Raw review and summary text in, positive probability out: normalizer, transform graph, CNN in one graph."""
 
     def __init__(self, model: keras.Model, transform_graph_dir: str) -> None:
         super().__init__()
         import tensorflow_transform as tft
 
         self.model = model
+        self.normalizer = GraphNormalizer(read_stems(transform_graph_dir))
         self.transform = tft.TFTransformOutput(transform_graph_dir).transform_features_layer()
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name=features.REVIEW_TOKENS),
-            tf.TensorSpec([None], tf.string, name=features.SUMMARY_TOKENS),
-        ]
-    )
-    def serve(self, review_tokens: tf.Tensor, summary_tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = self.transform(
-            {features.REVIEW_TOKENS: review_tokens, features.SUMMARY_TOKENS: summary_tokens}
-        )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in RAW_TEXT_INPUTS])
+    def serve(self, review_text: tf.Tensor, summary_text: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = self.transform({features.REVIEW_TOKENS: self.normalizer(review_text),
+                                      features.SUMMARY_TOKENS: self.normalizer(summary_text)})  # fmt: skip
         probability = self.model({name: transformed[name] for name in TEXT_INPUTS}, training=False)
         return {SERVING_OUTPUT: tf.reshape(tf.cast(probability, tf.float32), [-1])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in RAW_TEXT_INPUTS])
+    def token_ids(self, review_text: tf.Tensor, summary_text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._ids(self.normalizer(review_text), self.normalizer(summary_text))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name)
+                                  for name in (features.REVIEW_TOKENS, features.SUMMARY_TOKENS)])  # fmt: skip
+    def token_ids_of_normalized(self, review_tokens: tf.Tensor, summary_tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._ids(review_tokens, summary_tokens)
+
+    def _ids(self, review_tokens: tf.Tensor, summary_tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = self.transform(
+            {features.REVIEW_TOKENS: review_tokens, features.SUMMARY_TOKENS: summary_tokens}
+        )
+        return {name: transformed[name] for name in TEXT_INPUTS}
+
 
 def export_serving_model(model: keras.Model, transform_graph_dir: str | Path, out_dir: Path) -> None:
-    """Write a SavedModel whose ``serving_default`` takes normalized text and applies the transform graph."""
+    """Write a SavedModel whose ``serving_default`` takes raw review and summary text.
+
+    The TensorFlow port of the normalizer (:mod:`musicrec.data.text_graph`) runs first, then the transform graph
+    and the CNN. Two more signatures measure skew: ``token_ids`` (raw text through that normalizer and the
+    transform graph) and ``token_ids_of_normalized`` (text normalized elsewhere, through the transform graph).
+    """
     server = _SentimentServer(model, str(transform_graph_dir))
-    tf.saved_model.save(server, str(out_dir), signatures={"serving_default": server.serve.get_concrete_function()})
+    tf.saved_model.save(server, str(out_dir), signatures={
+        "serving_default": server.serve.get_concrete_function(),
+        "token_ids": server.token_ids.get_concrete_function(),
+        "token_ids_of_normalized": server.token_ids_of_normalized.get_concrete_function(),
+    })  # fmt: skip
 
 
 SCORING_BATCH = 4_096  # texts a serving call, so scoring a whole split stays in bounded memory
 
 
-def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] | None = None) -> np.ndarray:
-    """Positive-sentiment probabilities of raw review texts (and summaries) with an exported model.
+def _load_signatures(model_dir: str | Path) -> Any:
+    try:
+        return tf.saved_model.load(str(model_dir)).signatures
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"cannot load a model from {model_dir}: {first_line}") from None
 
-    The model is loaded once and called on batches of :data:`SCORING_BATCH` texts.
+
+def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] | None = None) -> np.ndarray:
+    """Positive-sentiment probabilities of raw review texts (and summaries), exactly as a client gets them.
+
+    The exported model normalizes the raw text itself; it is loaded once and called on batches of
+    :data:`SCORING_BATCH` texts.
 
     Raises:
         ModelLoadError: ``model_dir`` holds no SavedModel with a ``serving_default`` signature.
     """
-    try:
-        serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"cannot load a model from {model_dir}: {first_line}") from None
+    signatures = _load_signatures(model_dir)
+    if "serving_default" not in signatures:
+        raise ModelLoadError(f"cannot load a model from {model_dir}: no serving_default signature")
+    serve = signatures["serving_default"]
     summaries = summaries if summaries is not None else [""] * len(reviews)
     scores = [np.zeros(0, np.float32)]
     for start in range(0, len(reviews), SCORING_BATCH):
         part = slice(start, start + SCORING_BATCH)
-        result = serve(
-            review_tokens=tf.constant([normalize_to_string(t) for t in reviews[part]]),
-            summary_tokens=tf.constant([normalize_to_string(t) for t in summaries[part]]),
-        )
+        result = serve(review_text=tf.constant([t or "" for t in reviews[part]]),
+                       summary_text=tf.constant([t or "" for t in summaries[part]]))  # fmt: skip
         scores.append(result[SERVING_OUTPUT].numpy())
     return np.concatenate(scores)
+
+
+def normalizer_skew(model_dir: str | Path, reviews: list[str | None], summaries: list[str | None]) -> float:
+    """Share of reviews whose token ids differ between the served model's normalizer and the Python one.
+
+    The same transform graph turns both normalizations into ids, so a token both sides leave out of the
+    vocabulary counts as the same (out-of-vocabulary) id, as it does for the model.
+    """
+    signatures = _load_signatures(model_dir)
+    served, reference = signatures["token_ids"], signatures["token_ids_of_normalized"]
+    differ = 0
+    for start in range(0, len(reviews), SCORING_BATCH):
+        review = [t or "" for t in reviews[start : start + SCORING_BATCH]]
+        summary = [t or "" for t in summaries[start : start + SCORING_BATCH]]
+        graph = served(review_text=tf.constant(review), summary_text=tf.constant(summary))
+        python = reference(review_tokens=tf.constant([normalize_to_string(t) for t in review]),
+                           summary_tokens=tf.constant([normalize_to_string(t) for t in summary]))  # fmt: skip
+        same = np.ones(len(review), bool)
+        for name in TEXT_INPUTS:
+            same &= (graph[name].numpy() == python[name].numpy()).all(axis=1)
+        differ += int((~same).sum())
+    return differ / max(len(reviews), 1)
 
 
 def token_importance(

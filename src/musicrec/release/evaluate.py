@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from musicrec import metrics, schema
 from musicrec.errors import EvaluationError
 from musicrec.io.artifacts import publish, staging_directory
+from musicrec.models.sentiment import normalizer_skew, score_texts
 from musicrec.release.lineage import ArtifactRef, build_chain, record_evaluation
 from musicrec.release.model_store import current_push
 from musicrec.release.report import report_html
@@ -47,10 +48,10 @@ def serving_check(cnn_model_dir: Path, examples_dir: Path) -> dict[str, Any]:
     """Score the raw test split through the exported sentiment SavedModel, exactly as a client would.
 
     Returns:
-        ``auc``, ``accuracy`` and ``reviews`` of the served model (positive = rating > 3).
+        ``auc``, ``accuracy`` and ``reviews`` of the served model (positive = rating > 3), and
+        ``token_id_skew``: the share of test reviews whose token ids differ between the model's own normalizer
+        and the Python one that preprocessing used.
     """
-    from musicrec.models.sentiment import score_texts
-
     files = sorted((Path(examples_dir) / schema.TEST).glob("*.parquet"))
     if not files:
         raise EvaluationError(f"no test Parquet shards under {examples_dir}")
@@ -59,7 +60,8 @@ def serving_check(cnn_model_dir: Path, examples_dir: Path) -> dict[str, Any]:
     labels = (table[schema.RATING].to_numpy() > schema.POSITIVE_RATING_THRESHOLD).astype(int)
     scores = score_texts(cnn_model_dir, reviews, summaries)
     return {"reviews": len(labels), "auc": round(metrics.roc_auc(labels, scores), 4),
-            "accuracy": round(metrics.accuracy(labels, (scores >= 0.5).astype(int)), 4)}  # fmt: skip
+            "accuracy": round(metrics.accuracy(labels, (scores >= 0.5).astype(int)), 4),
+            "token_id_skew": round(normalizer_skew(cnn_model_dir, reviews, summaries), 5)}  # fmt: skip
 
 
 def bless(

@@ -69,8 +69,8 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
     """A Markdown model card: what the model does, how it was measured, where it came from."""
     card, lineage = evaluation["scorecard"], evaluation["lineage"]
     purposes = {
-        "sentiment": "P(review is positive, rating > 3) from normalized review and summary text "
-        "(`musicrec.data.text.normalize_to_string`; `musicrec score` normalizes for you).",
+        "sentiment": "P(review is positive, rating > 3) from raw review and summary text (`serving_default`: "
+        "`review_text`, `summary_text`; the model normalizes them itself); `normalize` returns its tokens.",
         "encoder": "Compresses a review's CNN text code and item metadata into a small code (the autoencoder's "
         "encoder; normalization constants in assets.extra/).",
         "recommender": "Two heads over train-history features: a user's predicted rating of an item, and the "

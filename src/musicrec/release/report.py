@@ -115,5 +115,6 @@ def report_html(evaluation: Evaluation, reports: dict[str, Any], projection_html
         f"<html><head><meta charset='utf-8'><title>musicrec evaluation</title><style>{style}</style></head><body>"
         f"<h1>musicrec evaluation: {verdict}</h1><ul>{reasons}</ul>{_table(card)}"
         f"<p>Serving check: the exported sentiment SavedModel scored {served['reviews']:,} raw test reviews: "
-        f"AUC {served['auc']:.4f}, accuracy {served['accuracy']:.4f}.</p>{body}</body></html>\n"
+        f"AUC {served['auc']:.4f}, accuracy {served['accuracy']:.4f}; its own normalizer gives other token ids "
+        f"than preprocessing's for {served['token_id_skew']:.2%} of them.</p>{body}</body></html>\n"
     )

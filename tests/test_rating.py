@@ -289,3 +289,24 @@ def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(trained
     unseen = serve(user_id=tf.constant(["ANOBODY"]), item_id=tf.constant([items[0]]))
     expected, _ = score_all_items(bundles.load_recommender(root).model, history, np.array([len(users)]), 1)
     np.testing.assert_allclose(unseen[INTERACTION_OUTPUT].numpy(), expected.ravel(), atol=1e-5)
+
+
+def test_a_tf1_style_loader_answers_the_recommend_signature(trained):
+    """TF Serving loads SavedModels the TF1 way; `saved_model_cli run` does the same on the recommend signature."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = trained
+    users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
+    history = History.from_arrays(bundles.load_recommender(out / "model").history)
+    user = users[int(np.argmax(history.user_count[: len(users)]))]
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    result = subprocess.run(
+        [str(cli), "run", "--dir", str(out / "model"), "--tag_set", "serve", "--signature_def", "recommend",
+         "--input_exprs", f'user_id=["{user}"];k=3'],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = [asin for asin, _ in recommend(out / "model", user, k=3).items]
+    assert all(asin in result.stdout for asin in expected) and "personalized" in result.stdout

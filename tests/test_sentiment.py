@@ -128,3 +128,23 @@ def test_token_importance_picture(trained):
     from musicrec.models.sentiment import token_importance_html
 
     assert token_importance_html(report["token_importance"]).count("data:image/png;base64,") == 1
+
+
+def test_a_tf1_style_loader_serves_the_exported_model_too(trained):
+    """TF Serving loads SavedModels the TF1 way; `saved_model_cli run` does the same and must agree."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _ = trained
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    result = subprocess.run(
+        [str(cli), "run", "--dir", str(out / "model"), "--tag_set", "serve", "--signature_def", "serving_default",
+         "--input_exprs", 'review_text=["Not good. Boring and awful, i hate it."];summary_text=["One Star"]'],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = float(re.search(r"positive_probability:\s*\[([0-9.e-]+)\]", result.stdout).group(1))
+    expected = score_texts(out / "model", ["Not good. Boring and awful, i hate it."], ["One Star"])[0]
+    assert served == pytest.approx(float(expected), abs=1e-5)

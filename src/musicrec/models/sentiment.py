@@ -110,53 +110,41 @@ def classification_metrics(
     }
 
 
-class _SentimentServer(tf.Module):
-    """Raw review and summary text in, positive probability out: normalizer, transform graph, CNN in one graph."""
-
-    def __init__(self, model: keras.Model, transform_graph_dir: str) -> None:
-        super().__init__()
-        import tensorflow_transform as tft
-
-        self.model = model
-        self.normalizer = GraphNormalizer(read_stems(transform_graph_dir))
-        self.transform = tft.TFTransformOutput(transform_graph_dir).transform_features_layer()
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in RAW_TEXT_INPUTS])
-    def serve(self, review_text: tf.Tensor, summary_text: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = self.transform({features.REVIEW_TOKENS: self.normalizer(review_text),
-                                      features.SUMMARY_TOKENS: self.normalizer(summary_text)})  # fmt: skip
-        probability = self.model({name: transformed[name] for name in TEXT_INPUTS}, training=False)
-        return {SERVING_OUTPUT: tf.reshape(tf.cast(probability, tf.float32), [-1])}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in RAW_TEXT_INPUTS])
-    def token_ids(self, review_text: tf.Tensor, summary_text: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._ids(self.normalizer(review_text), self.normalizer(summary_text))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name)
-                                  for name in (features.REVIEW_TOKENS, features.SUMMARY_TOKENS)])  # fmt: skip
-    def token_ids_of_normalized(self, review_tokens: tf.Tensor, summary_tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._ids(review_tokens, summary_tokens)
-
-    def _ids(self, review_tokens: tf.Tensor, summary_tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = self.transform(
-            {features.REVIEW_TOKENS: review_tokens, features.SUMMARY_TOKENS: summary_tokens}
-        )
-        return {name: transformed[name] for name in TEXT_INPUTS}
-
-
 def export_serving_model(model: keras.Model, transform_graph_dir: str | Path, out_dir: Path) -> None:
     """Write a SavedModel whose ``serving_default`` takes raw review and summary text.
 
     The TensorFlow port of the normalizer (:mod:`musicrec.data.text_graph`) runs first, then the transform graph
     and the CNN. Two more signatures measure skew: ``token_ids`` (raw text through that normalizer and the
     transform graph) and ``token_ids_of_normalized`` (text normalized elsewhere, through the transform graph).
+    Written by Keras's export archive, which TF1-style loaders (TF Serving, ``saved_model_cli run``) read too.
     """
-    server = _SentimentServer(model, str(transform_graph_dir))
-    tf.saved_model.save(server, str(out_dir), signatures={
-        "serving_default": server.serve.get_concrete_function(),
-        "token_ids": server.token_ids.get_concrete_function(),
-        "token_ids_of_normalized": server.token_ids_of_normalized.get_concrete_function(),
-    })  # fmt: skip
+    import tensorflow_transform as tft
+
+    normalizer = GraphNormalizer(read_stems(transform_graph_dir))
+    transform = tft.TFTransformOutput(str(transform_graph_dir)).transform_features_layer()
+    archive = keras.export.ExportArchive()
+    for resource in (model, normalizer, transform):
+        archive.track(resource)
+
+    def ids(review_tokens: tf.Tensor, summary_tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = transform({features.REVIEW_TOKENS: review_tokens, features.SUMMARY_TOKENS: summary_tokens})
+        return {name: transformed[name] for name in TEXT_INPUTS}
+
+    def serve(review_text: tf.Tensor, summary_text: tf.Tensor) -> dict[str, tf.Tensor]:
+        probability = model(ids(normalizer(review_text), normalizer(summary_text)), training=False)
+        return {SERVING_OUTPUT: tf.reshape(tf.cast(probability, tf.float32), [-1])}
+
+    raw = [tf.TensorSpec([None], tf.string, name=name) for name in RAW_TEXT_INPUTS]
+    normalized = [tf.TensorSpec([None], tf.string, name=name)
+                  for name in (features.REVIEW_TOKENS, features.SUMMARY_TOKENS)]  # fmt: skip
+    archive.add_endpoint("serving_default", serve, input_signature=raw)
+
+    def token_ids(review_text: tf.Tensor, summary_text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return ids(normalizer(review_text), normalizer(summary_text))
+
+    archive.add_endpoint("token_ids", token_ids, raw)
+    archive.add_endpoint("token_ids_of_normalized", ids, normalized)
+    archive.write_out(str(out_dir), verbose=False)
 
 
 SCORING_BATCH = 4_096  # texts a serving call, so scoring a whole split stays in bounded memory

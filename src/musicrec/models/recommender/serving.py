@@ -75,12 +75,9 @@ def export_serving_model(
             return {name: tf.reshape(tf.cast(predicted[name], tf.float32), [-1])
                     for name in (RATING_OUTPUT, INTERACTION_OUTPUT)}  # fmt: skip
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=name) for name in SERVING_INPUTS])
         def serve(self, user_id: tf.Tensor, item_id: tf.Tensor) -> dict[str, tf.Tensor]:
             return self._predict(self.user_table.lookup(user_id), self.item_table.lookup(item_id))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
-                                      tf.TensorSpec([], tf.int32, name="k")])  # fmt: skip
         def recommend(self, user_id: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
             user = self.user_table.lookup(user_id)
             batch = tf.shape(user)[0]
@@ -105,10 +102,15 @@ def export_serving_model(
             }
 
     server = RecommenderServer()
-    tf.saved_model.save(server, str(out_dir), signatures={
-        "serving_default": server.serve.get_concrete_function(),
-        RECOMMEND_SIGNATURE: server.recommend.get_concrete_function(),
-    })  # fmt: skip
+    # Keras's export archive, which TF1-style loaders (TF Serving, `saved_model_cli run`) read too.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(server)
+    archive.add_endpoint("serving_default", server.serve,
+                         [tf.TensorSpec([None], tf.string, name=name) for name in SERVING_INPUTS])  # fmt: skip
+    user_and_k = [tf.TensorSpec([None], tf.string, name="user_id"), tf.TensorSpec([], tf.int32, name="k")]
+    archive.add_endpoint(RECOMMEND_SIGNATURE, server.recommend, user_and_k)
+    archive.write_out(str(out_dir), verbose=False)
 
 
 @dataclass(frozen=True)

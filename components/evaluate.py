@@ -32,6 +32,7 @@ def evaluate(
     min_ranking_ndcg: float,
     max_regression: float,
     serving_tolerance: float,
+    run_id: str,
 ) -> bool:
     """Score all models on the test split beside their baselines and decide whether the run may be pushed.
 
@@ -54,6 +55,7 @@ def evaluate(
         evaluation: everything as JSON: the blessing, the scorecard, every step's results (the run summary)
             and the lineage chain push writes beside each model.
         push_destination: the model store push publishes to; its current version is the regression reference.
+        run_id: the pipeline run's id (the DAG passes KFP's job id); the evaluation is kept under it there too.
 
     Returns:
         Whether the run is blessed (the task's ``Output`` parameter that gates push). The reasons, one per check,
@@ -82,7 +84,7 @@ def evaluate(
             projection.path,
             [ArtifactRef(step_name, name, artifact.uri, Path(artifact.path), dict(artifact.metadata))
              for (step_name, name), artifact in consumed.items()],
-            push_destination, evaluation.path, report.path, BlessingSettings.from_parameters(locals()),
+            push_destination, evaluation.path, report.path, BlessingSettings.from_parameters(locals()), run_id,
         )  # fmt: skip
         publish({"report": report, "evaluation": evaluation}, artifact_metadata(result), metrics,
                 ui_metrics(result), classification_metrics, result["sentiment_test"])  # fmt: skip

@@ -67,6 +67,8 @@ def _submit(args: argparse.Namespace) -> None:
 
     from pipelines import kubeflow
 
+    if args.summary_out and not args.wait:
+        raise RunError("--summary-out needs --wait: the summary exists once the run has finished")
     with tempfile.TemporaryDirectory(prefix="musicrec-submit-") as scratch:
         client, target, published, arguments = _published(args, Path(scratch))
     run_name = args.run_name or f"{args.pipeline_name}-{published.version[:12]}"
@@ -78,6 +80,12 @@ def _submit(args: argparse.Namespace) -> None:
     try:
         if args.wait:
             state = kubeflow.wait_for_run(client, target, run_id, args.timeout, args.poll_seconds)
+            if args.summary_out:
+                summary = kubeflow.run_summary_of(args.push_destination, run_id, kubeflow.run_link(target, run_id))
+                Path(args.summary_out).write_text(json.dumps(summary, indent=2) + "\n")
+                print(
+                    f"summary: {args.summary_out} (blessed {summary['blessed']}, pushed {summary['pushed_model']})"
+                )
     finally:
         if args.record_out:
             submission = kubeflow.record(published, run_id, state, target)
@@ -230,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=_positive_int, default=6 * 3600, help="with --wait: seconds (6 h)")
     submit.add_argument("--poll-seconds", type=float, default=10.0, help="with --wait: seconds between checks")
     submit.add_argument("--record-out", help="write the run's ids, final state and link as JSON to this file")
+    submit.add_argument("--summary-out", help="with --wait: write the run's summary.json, as `musicrec run` does")
     submit.set_defaults(handler=_submit)
 
     schedule = commands.add_parser("schedule", help="upload the DAG as a pipeline version and run it on a cron")

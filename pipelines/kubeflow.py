@@ -195,3 +195,25 @@ def run_link(target: Target, run_id: str) -> str | None:
 def record(published: Published, run_id: str, state: str | None, target: Target) -> dict[str, Any]:
     """What CI keeps of a submission: ids, version, the run's final state and its link."""
     return {**asdict(published), "run_id": run_id, "state": state, "url": run_link(target, run_id)}
+
+
+def run_summary_of(push_destination: str, run_id: str, run_dir: str | None) -> dict[str, Any]:
+    """The summary of a finished run, as ``musicrec run`` writes it, from what it left at ``push_destination``.
+
+    Evaluate keeps each run's evaluation there (``.runs/<run_id>/evaluation.json``), and push its commit record.
+
+    Raises:
+        RunError: the run left no evaluation there (it failed before evaluate, or pushes elsewhere).
+    """
+    from musicrec.errors import StorageError
+    from musicrec.release.model_store import push_of_evaluation, run_evaluation
+    from musicrec.release.summary import run_summary
+
+    try:
+        evaluation = run_evaluation(push_destination, run_id)
+        if evaluation is None:
+            raise RunError(f"run {run_id} left no evaluation at {push_destination}/.runs/{run_id}/evaluation.json")
+        pushed = push_of_evaluation(push_destination, evaluation["id"]) if evaluation["blessed"] else None
+    except StorageError as error:
+        raise RunError(f"cannot read run {run_id}'s evaluation: {error}") from None
+    return run_summary(evaluation, pushed, run_dir or run_id)

@@ -176,6 +176,7 @@ def music_recommender(
             rating_model=dnn_task.outputs["model"],
             rating_report=dnn_task.outputs["report"],
             push_destination=push_destination,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             **BlessingSettings.task_arguments(arguments),
         )
         .set_display_name("Evaluate and bless")

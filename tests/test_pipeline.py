@@ -266,7 +266,11 @@ def test_musicrec_run_from_s3_through_kfp_local(tmp_path, s3_env, small_dataset)
     # An AUC no model reaches: evaluate says why, push is skipped, nothing reaches the model store.
     assert summary["blessed"] is False and summary["pushed_model"] is None
     assert any(r.startswith("FAIL: sentiment test AUC") for r in summary["blessing_reasons"])
-    assert not (out / "model_store").exists() and "push" not in summary["seconds"]
+    assert "push" not in summary["seconds"]
+    # Nothing pushed; the run's evaluation is kept in the store all the same, under the run's id.
+    assert [p.name for p in (out / "model_store").iterdir()] == [".runs"]
+    (kept,) = (out / "model_store" / ".runs").glob("*/evaluation.json")
+    assert json.loads(kept.read_text())["blessed"] is False
 
 
 @pytest.mark.slow

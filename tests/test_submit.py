@@ -212,3 +212,39 @@ def test_submit_checks_parameters_and_the_endpoint_in_one_line(kfp_api, capsys):
     assert main(["submit", "--host", "http://127.0.0.1:9", *DATA, "--version", "v"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("musicrec submit: error: cannot reach Kubeflow Pipelines at http:")
+
+
+def test_submit_wait_writes_the_runs_summary_from_what_it_left_at_the_push_destination(kfp_api, tmp_path, capsys):
+    host, _ = kfp_api
+    store = tmp_path / "models"
+    evaluation = {
+        "id": "ev-1", "blessed": True, "reasons": ["pass: all"], "serving_check": {"auc": 0.9},
+        "results": {"sentiment": {"test": {"auc": 0.91}}}, "step_seconds": {"ingest": 1.0}, "seconds": 2.0,
+    }  # fmt: skip
+    (store / ".runs" / "r1").mkdir(parents=True)
+    (store / ".runs" / "r1" / "evaluation.json").write_text(json.dumps(evaluation))
+    (store / ".versions").mkdir()
+    models = {name: str(store / name / "3") for name in ("sentiment", "encoder", "recommender")}
+    (store / ".versions" / "3.json").write_text(json.dumps(
+        {"state": "committed", "version": 3, "evaluation_id": "ev-1", "models": models, "seconds": 4.0}
+    ))  # fmt: skip
+    data = [*DATA[:4], "--push-destination", str(store)]
+    code = main(["submit", "--host", host, *data, "--version", "v", "--wait", "--poll-seconds", "0.05",
+                 "--summary-out", str(tmp_path / "summary.json")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["blessed"] is True and summary["pushed_version"] == 3
+    assert summary["pushed_model"] == models["recommender"] and summary["sentiment"] == {"test": {"auc": 0.91}}
+    assert summary["seconds"] == {"ingest": 1.0, "evaluate": 2.0, "push": 4.0}
+    assert summary["run_dir"] == f"{host}/#/runs/details/r1"
+    # A run that left nothing there (it failed before evaluate, say) is one line, exit 1.
+    (store / ".runs" / "r1" / "evaluation.json").unlink()
+    assert main(["submit", "--host", host, *data, "--version", "v", "--wait", "--poll-seconds", "0.05",
+                 "--summary-out", str(tmp_path / "again.json")]) == 1  # fmt: skip
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("musicrec submit: error: run r1 left no evaluation")
+    )
+    assert main(["submit", "--host", host, *data, "--version", "v", "--summary-out", "x.json"]) == 1

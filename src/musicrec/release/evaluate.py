@@ -26,7 +26,7 @@ from musicrec.errors import EvaluationError
 from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models.sentiment import normalizer_skew, score_texts
 from musicrec.release.lineage import ArtifactRef, build_chain, record_evaluation
-from musicrec.release.model_store import current_push
+from musicrec.release.model_store import current_push, record_run_evaluation
 from musicrec.release.report import report_html
 from musicrec.release.scorecard import GATED_METRICS, gated_values, scorecard
 from musicrec.release.summary import step_results, step_seconds
@@ -120,6 +120,7 @@ def evaluate(
     evaluation_path: str | Path,
     report_path: str | Path,
     settings: BlessingSettings | None = None,
+    run_id: str | None = None,
 ) -> Evaluation:
     """Score, compare, bless; write the evaluation JSON (with the lineage chain) and the HTML report.
 
@@ -134,6 +135,8 @@ def evaluate(
         evaluation_path: receives the evaluation JSON.
         report_path: receives the HTML report.
         settings: blessing thresholds.
+        run_id: the pipeline run's id; with a push destination, the evaluation is also kept there under it
+            (``.runs/<run_id>/evaluation.json``), where ``musicrec submit --summary-out`` reads it.
 
     Raises:
         EvaluationError: a missing or malformed input.
@@ -167,6 +170,8 @@ def evaluate(
         (staging / "report.html").write_text(page)
         publish(staging / "evaluation.json", Path(evaluation_path))
         publish(staging / "report.html", Path(report_path))
+    if push_destination and run_id:
+        logger.info("evaluate: kept at %s", record_run_evaluation(push_destination, run_id, evaluation))
     logger.info("evaluate: %s", "blessed" if blessed else "NOT blessed")
     for reason in reasons:
         logger.info("  %s", reason)

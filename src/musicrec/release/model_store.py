@@ -5,6 +5,7 @@ Layout under ``<base>`` (a local directory, ``s3://bucket/prefix`` or ``gs://buc
 
     <base>/<model>/<version>/saved_model.pb, variables/, assets/, (assets.extra/), model_card.md, lineage.json
     <base>/.versions/<version>.json     claim, then commit record of each push (metrics, URIs, provenance)
+    <base>/.runs/<run id>/evaluation.json   evaluate's output of every pipeline run, blessed or not
 
 A version directory is complete once its ``lineage.json`` exists (it is published last); a push is complete
 once its record's ``state`` is ``committed``.
@@ -20,6 +21,7 @@ from musicrec.io.object_store import ObjectStore, open_store
 
 LINEAGE_FILE = "lineage.json"
 VERSIONS_PREFIX = ".versions"
+RUNS_PREFIX = ".runs"
 _VERSION_RECORD = re.compile(r"(\d+)\.json")
 
 
@@ -55,3 +57,18 @@ def push_of_evaluation(base_uri: str, evaluation_id: str) -> dict[str, Any] | No
     records = version_records(open_store(base_uri)).values()
     return next((r for r in records if r.get("state") == "committed" and r.get("evaluation_id") == evaluation_id),
                 None)  # fmt: skip
+
+
+def record_run_evaluation(base_uri: str, run_id: str, evaluation: dict[str, Any]) -> str:
+    """Keep a run's evaluation beside the models it may push (``musicrec submit`` reads it); returns its URI."""
+    store = open_store(base_uri)
+    key = f"{RUNS_PREFIX}/{run_id}/evaluation.json"
+    store.write(key, (json.dumps(evaluation, indent=2) + "\n").encode())
+    return store.uri(key)
+
+
+def run_evaluation(base_uri: str, run_id: str) -> dict[str, Any] | None:
+    """What :func:`record_run_evaluation` kept for ``run_id`` (``None`` if nothing)."""
+    store = open_store(base_uri)
+    key = f"{RUNS_PREFIX}/{run_id}/evaluation.json"
+    return json.loads(store.read(key)) if store.exists(key) else None

@@ -1,13 +1,13 @@
 """Model bundles: the file layout of each trained model directory, saved and loaded in this one place.
 
-* **sentiment** (train_cnn's ``model``): a SavedModel whose ``serving_default`` takes normalized review and
-  summary text and returns the positive probability, with the Keras CNN beside it (:data:`SENTIMENT_KERAS_FILE`),
-  which the later steps read review codes from.
+* **sentiment** (train_cnn's ``model``): a SavedModel whose ``serving_default`` takes raw review and summary
+  text and returns the positive probability, with the Keras CNN beside it (:data:`SENTIMENT_KERAS_FILE`), which
+  the later steps read review codes from.
 * **encoder** (train_autoencoder's ``encoder``): the Keras encoder (:data:`ENCODER_FILE`) and the train mean and
   standard deviation of its input (:data:`NORMALIZATION_FILE`).
 * **recommender** (train_dnn's ``model``): a SavedModel whose ``serving_default`` takes raw ``user_id`` and
   ``item_id``, with the two-head Keras model (:data:`RECOMMENDER_KERAS_FILE`), the train history arrays
-  (:data:`HISTORY_FILE`) and the user and item vocabularies (one id a line) that ``musicrec recommend`` reads.
+  (:data:`HISTORY_FILE`) and the user and item vocabularies (one id a line).
 
 Push lays each bundle out as a TF Serving version directory with :func:`serving_layout`.
 """

@@ -143,7 +143,7 @@ def evaluated(ingested, preprocessed, cnn, autoencoded, rated, root) -> dict[str
         preprocess_report=preprocessed["report"], cnn_model=cnn["model"], cnn_report=cnn["report"],
         encoder=autoencoded["encoder"], autoencoder_report=autoencoded["report"],
         projection=autoencoded["projection"], rating_model=rated["model"], rating_report=rated["report"], **out,
-        push_destination=str(root / "store"), **arguments(BLESSING),
+        push_destination=str(root / "store"), run_id="run-1", **arguments(BLESSING),
     )  # fmt: skip
     return {**out, "blessed": blessed, "push_destination": str(root / "store")}
 
@@ -287,6 +287,9 @@ def test_evaluate_blesses_a_run_that_meets_relaxed_thresholds_and_records_every_
     assert evaluation["id"] and all(reason.startswith("pass: ") for reason in evaluation["reasons"])
     assert set(evaluation["results"]) == {"ingest", "preprocess", "sentiment", "autoencoder", "rating", "ranking"}
     assert evaluation["compared_with"] is None  # nothing pushed at the destination yet
+    # The evaluation is kept in the store under the run's id too, where `musicrec submit --summary-out` reads it.
+    kept = json.loads((Path(evaluated["push_destination"]) / ".runs" / "run-1" / "evaluation.json").read_text())
+    assert kept["id"] == evaluation["id"] and kept["blessed"] is True
     assert evaluation["settings"] == BLESSING.to_dict()
     values = evaluated["metrics"].metadata
     assert values["sentiment_auc"] == evaluation["scorecard"]["sentiment"]["test"]["auc"]

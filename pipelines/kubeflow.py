@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from musicrec.errors import RunError
+from musicrec.errors import RunError, first_line
 from musicrec.io.provenance import provenance
 
 logger = logging.getLogger("musicrec.kubeflow")
@@ -92,9 +92,7 @@ def _call(target: Target, what: str, action: Callable[[], Any]) -> Any:
     except RunError:
         raise
     except Exception as error:  # kfp_server_api ApiException, urllib3 and socket errors all end here
-        text = str(error).strip()
-        cause = text.splitlines()[0] if text else type(error).__name__
-        raise RunError(f"{what} at {target.describe()}: {cause}") from None
+        raise RunError(f"{what} at {target.describe()}: {first_line(error)}") from None
 
 
 def connect(target: Target) -> Any:

@@ -292,3 +292,13 @@ def test_a_failing_step_makes_musicrec_run_exit_non_zero(tmp_path):
     assert not (out / "summary.json").exists()
     assert not list((out / "pipeline_root").glob("*/ingest/examples"))
     assert not list((out / "pipeline_root").glob("*/preprocess"))
+
+
+@pytest.mark.parametrize("command", [["score", "--model", "{dir}", "great album"],
+                                     ["recommend", "--model", "{dir}", "--user", "A1"]])  # fmt: skip
+def test_score_and_recommend_on_a_directory_without_a_model_fail_in_one_line(tmp_path, capsys, command):
+    assert main([part.replace("{dir}", str(tmp_path)) for part in command]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"musicrec {command[0]}: error: cannot load a model from {tmp_path}"
+    )

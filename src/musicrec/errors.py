@@ -12,6 +12,12 @@ class MusicrecError(Exception):
     """Base of every expected failure; the message is one line for the user."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message (its type name when it has none), to quote in ours."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class SettingsError(MusicrecError, ValueError):
     """A setting (pipeline parameter) is out of range or malformed."""
 
@@ -38,14 +44,6 @@ class TrainingError(MusicrecError):
 
 class ModelLoadError(MusicrecError):
     """A model directory holds no model this version can load."""
-
-
-class UnknownUserError(MusicrecError, KeyError):
-    """A user has no train history in the recommender."""
-
-    def __str__(self) -> str:
-        # KeyError quotes its argument; the message is for a person.
-        return str(self.args[0]) if self.args else ""
 
 
 class EvaluationError(MusicrecError):

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from musicrec import features
-from musicrec.errors import ModelLoadError
+from musicrec.errors import ModelLoadError, first_line
 
 SAVED_MODEL_FILE = "saved_model.pb"
 EXTRA_DIRECTORY = "assets.extra"  # TF Serving's place for files beside a SavedModel that it does not load
@@ -41,8 +41,25 @@ def _load_keras(path: Path) -> keras.Model:
     try:
         return keras.models.load_model(path)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"cannot load a model from {path.parent}: {first_line}") from None
+        raise ModelLoadError(f"cannot load a model from {path.parent}: {first_line(error)}") from None
+
+
+def load_signatures(bundle_dir: str | Path, *names: str) -> tuple[Any, ...]:
+    """The named signatures of a bundle's SavedModel, loaded once (what TF Serving would serve).
+
+    Raises:
+        ModelLoadError: no SavedModel at ``bundle_dir``, or one without one of ``names``.
+    """
+    import tensorflow as tf
+
+    try:
+        signatures = tf.saved_model.load(str(bundle_dir)).signatures
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load a model from {bundle_dir}: {first_line(error)}") from None
+    missing = [name for name in names if name not in signatures]
+    if missing:
+        raise ModelLoadError(f"cannot load a model from {bundle_dir}: no {', '.join(missing)} signature")
+    return tuple(signatures[name] for name in names)
 
 
 def save_sentiment_keras(model: keras.Model, bundle_dir: Path) -> None:

@@ -21,7 +21,6 @@ from keras import layers
 from musicrec import features, metrics, schema
 from musicrec.data.text import normalize_to_string
 from musicrec.data.text_graph import GraphNormalizer, read_stems
-from musicrec.errors import ModelLoadError
 from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models import bundles
 from musicrec.models.training import (
@@ -150,14 +149,6 @@ def export_serving_model(model: keras.Model, transform_graph_dir: str | Path, ou
 SCORING_BATCH = 4_096  # texts a serving call, so scoring a whole split stays in bounded memory
 
 
-def _load_signatures(model_dir: str | Path) -> Any:
-    try:
-        return tf.saved_model.load(str(model_dir)).signatures
-    except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"cannot load a model from {model_dir}: {first_line}") from None
-
-
 def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] | None = None) -> np.ndarray:
     """Positive-sentiment probabilities of raw review texts (and summaries), exactly as a client gets them.
 
@@ -167,10 +158,7 @@ def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] 
     Raises:
         ModelLoadError: ``model_dir`` holds no SavedModel with a ``serving_default`` signature.
     """
-    signatures = _load_signatures(model_dir)
-    if "serving_default" not in signatures:
-        raise ModelLoadError(f"cannot load a model from {model_dir}: no serving_default signature")
-    serve = signatures["serving_default"]
+    (serve,) = bundles.load_signatures(model_dir, "serving_default")
     summaries = summaries if summaries is not None else [""] * len(reviews)
     scores = [np.zeros(0, np.float32)]
     for start in range(0, len(reviews), SCORING_BATCH):
@@ -187,8 +175,7 @@ def normalizer_skew(model_dir: str | Path, reviews: list[str | None], summaries:
     The same transform graph turns both normalizations into ids, so a token both sides leave out of the
     vocabulary counts as the same (out-of-vocabulary) id, as it does for the model.
     """
-    signatures = _load_signatures(model_dir)
-    served, reference = signatures["token_ids"], signatures["token_ids_of_normalized"]
+    served, reference = bundles.load_signatures(model_dir, "token_ids", "token_ids_of_normalized")
     differ = 0
     for start in range(0, len(reviews), SCORING_BATCH):
         review = [t or "" for t in reviews[start : start + SCORING_BATCH]]

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from musicrec import features
-from musicrec.errors import ModelLoadError
+from musicrec.models import bundles
 from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, History, item_sides, user_sides
 from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT
 from musicrec.models.recommender.ranking import TOP_K
@@ -134,11 +134,7 @@ def recommend(model_dir: str | Path, user_id: str, k: int = TOP_K) -> Recommenda
     """
     import tensorflow as tf
 
-    try:
-        serve = tf.saved_model.load(str(model_dir)).signatures[RECOMMEND_SIGNATURE]
-    except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"cannot load a recommender from {model_dir}: {first_line}") from None
+    (serve,) = bundles.load_signatures(model_dir, RECOMMEND_SIGNATURE)
     out = serve(user_id=tf.constant([user_id]), k=tf.constant(k, tf.int32))
     count = int(out["count"][0])
     items = [item.decode() for item in out["item_ids"][0].numpy()[:count]]

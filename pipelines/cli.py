@@ -74,14 +74,15 @@ def _submit(args: argparse.Namespace) -> None:
     run_name = args.run_name or f"{args.pipeline_name}-{published.version[:12]}"
     run_id = kubeflow.start_run(client, target, published, run_name, arguments)
     print(f"run {run_id} ({run_name}) submitted")
-    if kubeflow.run_link(target, run_id):
-        print(kubeflow.run_link(target, run_id))
+    link = kubeflow.run_link(target, run_id)
+    if link:
+        print(link)
     state = None
     try:
         if args.wait:
             state = kubeflow.wait_for_run(client, target, run_id, args.timeout, args.poll_seconds)
             if args.summary_out:
-                summary = kubeflow.run_summary_of(args.push_destination, run_id, kubeflow.run_link(target, run_id))
+                summary = kubeflow.run_summary_of(args.push_destination, run_id, link)
                 Path(args.summary_out).write_text(json.dumps(summary, indent=2) + "\n")
                 print(
                     f"summary: {args.summary_out} (blessed {summary['blessed']}, pushed {summary['pushed_model']})"

@@ -69,21 +69,24 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
     return parsed
 
 
+def _local_path(uri: str) -> Path | None:
+    """The filesystem path of a local input (a plain path or ``file://``); ``None`` for a remote URI."""
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    return Path(uri.removeprefix("file://"))
+
+
 def _check_local_input(uri: str) -> None:
     """Fail before starting the DAG when a local input is plainly missing (remote ones are checked by ingest)."""
-    if "://" in uri and not uri.startswith("file://"):
-        return
-    path = Path(uri.removeprefix("file://"))
-    if not path.is_file():
+    path = _local_path(uri)
+    if path is not None and not path.is_file():
         raise RunError(f"cannot read {uri}: {'is a directory' if path.is_dir() else 'not found'}")
 
 
 def _check_visible_in_containers(uri: str, output: Path) -> None:
     """A local input of a docker run must be inside the run directory, the one directory its containers see."""
-    if "://" in uri and not uri.startswith("file://"):
-        return
-    path = Path(uri.removeprefix("file://")).resolve()
-    if not path.is_relative_to(output):
+    path = _local_path(uri)
+    if path is not None and not path.resolve().is_relative_to(output):
         raise RunError(f"{uri}: with --runner docker a local input must be inside {output} (the one directory "
                        "the step containers see): copy it there, or give an s3:// or gs:// URI")  # fmt: skip
 

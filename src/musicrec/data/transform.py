@@ -14,7 +14,6 @@ import os
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +266,7 @@ def preprocess(
         seconds = time.monotonic() - started
         total_rows = sum(rows_in.values())
         report = {
-            "settings": asdict(settings),
+            "settings": settings.to_dict(),
             "beam_runner": beam_runner,
             "vocabulary_sizes": sizes,
             "splits": {split: split_report(statistics[split], sizes) for split in schema.SPLITS},

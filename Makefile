@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The serving environment: kserve's SDK needs pandas < 3, so it lives apart from the pipeline's stack.
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+SERVE_PACKAGES := kserve tensorflow-cpu pyarrow pyyaml
+SERVE_MODELS ?= runs/default/model_store
+SERVE_PORT ?= 8080
 # kfp.local and tf.Transform leave temporary directories behind; keep them inside the project.
 export TMPDIR := $(CURDIR)/.tmp
 
@@ -33,13 +39,27 @@ $(STAMP): pyproject.toml constraints.txt
 	@mkdir -p $(TMPDIR)
 	touch $@
 
+$(SERVE_STAMP): pyproject.toml constraints-serving.txt
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/pip install --quiet -c constraints-serving.txt $(SERVE_PACKAGES)
+	$(SERVE_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
 install: $(STAMP) ## Create .venv with the pinned stack and dev tools
 
 run: $(STAMP) ## Run the whole DAG locally (kfp.local) on the embedded default sample
 	@mkdir -p $(TMPDIR)
 	$(BIN)/musicrec run --output runs/default
 
-test: $(STAMP) lint ## Lint, then run every test but the container ones (no docker needed); slow ones included
+serve-env: $(SERVE_STAMP) ## Create .venv-serve: kserve's model server and TensorFlow, for `musicrec serve`
+
+serve: $(SERVE_STAMP) ## Serve the pushed models of SERVE_MODELS (default runs/default/model_store, from make run) on SERVE_PORT
+	@test -d $(SERVE_MODELS)/sentiment || { echo "no pushed models in $(SERVE_MODELS): run 'make run' first" >&2; exit 1; }
+	$(SERVE_VENV)/bin/musicrec serve --http-port $(SERVE_PORT) \
+		--model $(SERVE_MODELS)/sentiment --model $(SERVE_MODELS)/recommender
+
+test: $(STAMP) $(SERVE_STAMP) lint ## Lint, then run every test but the container ones (no docker needed); slow ones included
 	@mkdir -p $(TMPDIR)
 	$(BIN)/pytest -m "not container"
 
@@ -73,6 +93,14 @@ lint: $(STAMP) ## Lint the code, Dockerfile, import layers, YAML and CI workflow
 compile: $(STAMP) ## Recompile pipelines/music_recommender.yaml
 	$(BIN)/musicrec compile
 
+constraints-serving: ## Re-resolve the serving environment and rewrite constraints-serving.txt
+	rm -rf .tmp/serving-venv && $(PYTHON) -m venv .tmp/serving-venv
+	.tmp/serving-venv/bin/pip install --quiet --upgrade pip
+	.tmp/serving-venv/bin/pip install --quiet $(SERVE_PACKAGES)
+	{ echo "# The serving environment (make serve-env): the kserve SDK and TensorFlow, apart from the pipeline's stack"; \
+	  echo "# (kserve needs pandas < 3). Regenerate with 'make constraints-serving'."; \
+	  .tmp/serving-venv/bin/pip freeze; } > constraints-serving.txt
+
 constraints: ## Re-resolve the stack in a scratch venv and rewrite constraints.txt
 	rm -rf .tmp/constraints-venv && $(PYTHON) -m venv .tmp/constraints-venv
 	.tmp/constraints-venv/bin/pip install --quiet --upgrade pip 'setuptools>=77'
@@ -81,6 +109,6 @@ constraints: ## Re-resolve the stack in a scratch venv and rewrite constraints.t
 	  .tmp/constraints-venv/bin/pip freeze --all --exclude-editable | grep -v -E '^(pip|wheel)=='; } > constraints.txt
 
 clean: ## Remove the venv, run outputs and temporary files
-	rm -rf $(VENV) .tmp runs .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) .tmp runs .pytest_cache
 
-.PHONY: help install run test test-fast lint compile constraints clean image image-gpu images test-containers
+.PHONY: help install run test test-fast lint compile constraints clean image image-gpu images test-containers serve serve-env constraints-serving

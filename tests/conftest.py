@@ -108,6 +108,27 @@ def small_cnn(small_preprocessed: dict[str, Path], tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture(scope="session")
+def small_recommender(
+    small_preprocessed: dict[str, Path], small_cnn: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    """train_dnn on the small data set (over a small autoencoder): its output directory and report."""
+    from helpers import small_rating_settings
+
+    from musicrec.models.autoencoder import train_autoencoder
+    from musicrec.models.recommender.train import train_rating
+    from musicrec.settings import AutoencoderSettings
+
+    out = tmp_path_factory.mktemp("dnn")
+    cnn_dir, _ = small_cnn
+    graph, transformed = small_preprocessed["graph"], small_preprocessed["transformed"]
+    train_autoencoder(transformed, graph, cnn_dir / "model", out / "encoder", out / "ae.json", out / "ae.html",
+                      AutoencoderSettings(bottleneck=4, epochs=3, seed=5))  # fmt: skip
+    models = (cnn_dir / "model", out / "encoder")
+    report = train_rating(transformed, graph, *models, out / "model", out / "report.json", small_rating_settings())
+    return out, report
+
+
+@pytest.fixture(scope="session")
 def small_models(small_cnn: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The trained small sentiment model beside a small encoder and rating-shaped Keras model."""
     cnn_dir, _ = small_cnn

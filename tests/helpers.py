@@ -24,3 +24,10 @@ def small_cnn_settings():  # noqa: ANN201 - a CnnSettings
     from musicrec.settings import CnnSettings
 
     return CnnSettings(embedding_dim=16, filters=16, batch_size=128, epochs=2, seed=7)
+
+
+def small_rating_settings():  # noqa: ANN201 - a RatingSettings
+    """Rating settings small enough for tests on the small data set."""
+    from musicrec.settings import RatingSettings
+
+    return RatingSettings(epochs=3, batch_size=128, ranking_users=200, seed=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,21 +75,59 @@ def test_verify_passes_on_a_fresh_push_and_flags_a_tampered_file(pushed, small_m
     assert main(["lineage", target, "--verify"]) == 1
     captured = capsys.readouterr()
     assert "1 mismatch" in captured.out and "variables/variables.index" in captured.out
-    assert "musicrec lineage: error: 1 artifact(s) changed" in captured.err
+    assert "musicrec lineage: error: 1 artifact(s) failed verification" in captured.err
     assert main(["lineage", target, "--verify", "--json"]) == 1
     checks = json.loads(capsys.readouterr().out)["verification"]
     assert [c["uri"] for c in checks if c["status"] == "mismatch"] == [f"{target}/variables/variables.index"]
 
 
-def test_verify_reports_an_unreachable_input_without_failing(pushed, small_evaluation, tmp_path):
-    _, record = pushed
-    lineage = load(record["models"]["encoder"])
-    lineage["steps"]["ingest"]["inputs"]["reviews"]["uri"] = str(tmp_path / "gone.json.gz")
-    from musicrec.release.lineage import verify
+def test_verify_hashes_a_copy_where_it_is_not_the_original(pushed, tmp_path, capsys):
+    """A copied model store is verified by its own bytes: a byte flipped in the copy fails, the original aside."""
+    store, record = pushed
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    version = Path(record["models"]["sentiment"]).relative_to(store)
+    copied = copy / version
+    data = next((copied / "variables").glob("variables.data-*"))
+    data.write_bytes(bytes([data.read_bytes()[0] ^ 1]) + data.read_bytes()[1:])
+    assert main(["lineage", str(copied), "--verify"]) == 1
+    captured = capsys.readouterr()
+    assert f"mismatch: {data}" in captured.out and "1 mismatch" in captured.out
+    assert captured.err.startswith("musicrec lineage: error: 1 artifact(s) failed verification, first ")
+    # A file added beside the recorded ones is a change too (TF Serving would load the directory as it is).
+    data.write_bytes(bytes([data.read_bytes()[0] ^ 1]) + data.read_bytes()[1:])
+    (copied / "variables" / "extra.bin").write_bytes(b"x")
+    assert main(["lineage", str(copied), "--verify"]) == 1
+    assert "not in the recorded model" in capsys.readouterr().out
+    (copied / "variables" / "extra.bin").unlink()
+    assert main(["lineage", str(copied), "--verify"]) == 0
 
-    statuses = {check["uri"]: check["status"] for check in verify(lineage)}
-    assert statuses[str(tmp_path / "gone.json.gz")] == "unreachable"
-    assert "mismatch" not in statuses.values()
+
+def test_unreachable_artifacts_fail_verification_unless_allowed(pushed, tmp_path, capsys):
+    store, record = pushed
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    copied = copy / Path(record["models"]["encoder"]).relative_to(store)
+    lineage = json.loads((copied / "lineage.json").read_text())
+    lineage["steps"]["ingest"]["inputs"]["reviews"]["uri"] = str(tmp_path / "gone.json.gz")
+    (copied / "lineage.json").write_text(json.dumps(lineage))
+    assert main(["lineage", str(copied), "--verify"]) == 1
+    captured = capsys.readouterr()
+    assert f"unreachable: {tmp_path / 'gone.json.gz'}" in captured.out and "--allow-unreachable" in captured.err
+    assert main(["lineage", str(copied), "--verify", "--allow-unreachable"]) == 0
+    assert "1 unreachable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "not valid JSON"), ('{"format": "x"}', "not a musicrec.lineage/1 document"), ("[1]", "not a")],
+)
+def test_a_corrupt_lineage_file_is_a_one_line_error(tmp_path, capsys, content, message):
+    (tmp_path / "lineage.json").write_text(content)
+    assert main(["lineage", str(tmp_path), "--verify"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"musicrec lineage: error: {tmp_path}/lineage.json: ")
+    assert message in err[0]
 
 
 def test_lineage_of_nothing_is_a_one_line_error(tmp_path, capsys):

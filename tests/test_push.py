@@ -162,9 +162,9 @@ def test_push_to_s3_through_moto(small_models, small_evaluation, s3_env):
     assert_layout(store, 2)
     assert_layout(store, 3)
     assert current_push(base)["version"] == 3
-    lineage = load(f"{base}/sentiment")  # a model URI resolves to its newest version
-    assert lineage["model"]["version"] == 3
-    assert all(check["status"] == "ok" for check in verify(lineage))
+    loaded = load(f"{base}/sentiment")  # a model URI resolves to its newest version
+    assert loaded.lineage["model"]["version"] == 3 and loaded.location == f"{base}/sentiment/3"
+    assert all(check.status == "ok" for check in verify(loaded))
 
 
 def test_push_to_gcs_through_the_emulator(small_models, small_evaluation, gcs_env, tmp_path):
@@ -179,8 +179,7 @@ def test_push_to_gcs_through_the_emulator(small_models, small_evaluation, gcs_en
     assert store.tree_sha256("sentiment/2/variables") == LocalStore(str(small_models["sentiment"])).tree_sha256(
         "variables"
     )
-    lineage = load(f"{base}/recommender/2")
-    assert all(check["status"] == "ok" for check in verify(lineage))
+    assert all(check.status == "ok" for check in verify(load(f"{base}/recommender/2")))
 
 
 def test_a_tree_hash_streams_objects_and_restarts_a_read_that_breaks(s3_env, tmp_path, monkeypatch):

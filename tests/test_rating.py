@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import small_rating_settings
 
 from musicrec import features
 from musicrec.models import bundles
@@ -23,10 +24,8 @@ from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPU
 from musicrec.models.recommender.ranking import all_items_inputs, ranking_score, top_items
 from musicrec.models.recommender.serving import recommend
 from musicrec.models.recommender.text_codes import fit_text_projection, text_codes
-from musicrec.models.recommender.train import train_rating
-from musicrec.settings import AutoencoderSettings, RatingSettings
 
-SETTINGS = RatingSettings(epochs=3, batch_size=128, ranking_users=200, seed=5)
+SETTINGS = small_rating_settings()
 
 
 def toy_history(codes: np.ndarray | None = None) -> tuple[History, dict[str, np.ndarray]]:
@@ -180,22 +179,8 @@ def test_predictions_are_valid_ratings_and_top_items_skip_history():
     assert top_items(np.array([0.1, 0.9, 0.5, 0.7]), np.array([1]), 2).tolist() == [3, 2]
 
 
-@pytest.fixture(scope="module")
-def trained(small_preprocessed, small_cnn, tmp_path_factory):
-    from musicrec.models.autoencoder import train_autoencoder
-
-    out = tmp_path_factory.mktemp("dnn")
-    cnn_dir, _ = small_cnn
-    graph, transformed = small_preprocessed["graph"], small_preprocessed["transformed"]
-    train_autoencoder(transformed, graph, cnn_dir / "model", out / "encoder", out / "ae.json", out / "ae.html",
-                      AutoencoderSettings(bottleneck=4, epochs=3, seed=5))  # fmt: skip
-    models = (cnn_dir / "model", out / "encoder")
-    report = train_rating(transformed, graph, *models, out / "model", out / "report.json", SETTINGS)
-    return out, report
-
-
-def test_report_holds_rating_and_ranking_beside_baselines(trained):
-    out, report = trained
+def test_report_holds_rating_and_ranking_beside_baselines(small_recommender):
+    out, report = small_recommender
     assert json.loads((out / "report.json").read_text()) == report
     for split in ("eval", "test"):
         assert set(report[split]) == {"rmse", "mae"} and 0 < report[split]["rmse"] < 4
@@ -215,8 +200,8 @@ def test_report_holds_rating_and_ranking_beside_baselines(trained):
     assert ranking["baselines"]["mostpop"]["hr@10"] > 0
 
 
-def test_recommend_returns_unseen_items_for_a_train_user_and_mostpop_for_a_new_one(trained):
-    out, _ = trained
+def test_recommend_returns_unseen_items_for_a_train_user_and_mostpop_for_a_new_one(small_recommender):
+    out, _ = small_recommender
     users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
     history = History.from_arrays(bundles.load_recommender(out / "model").history)
     items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
@@ -234,8 +219,8 @@ def test_recommend_returns_unseen_items_for_a_train_user_and_mostpop_for_a_new_o
     ]
 
 
-def test_recommend_never_returns_a_reviewed_item_even_when_k_exceeds_what_is_left(trained):
-    out, _ = trained
+def test_recommend_never_returns_a_reviewed_item_even_when_k_exceeds_what_is_left(small_recommender):
+    out, _ = small_recommender
     users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
     items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
     history = History.from_arrays(bundles.load_recommender(out / "model").history)
@@ -246,10 +231,10 @@ def test_recommend_never_returns_a_reviewed_item_even_when_k_exceeds_what_is_lef
     assert not seen & {asin for asin, _ in everything.items}
 
 
-def test_recommend_ranks_by_the_measured_interaction_score(trained):
+def test_recommend_ranks_by_the_measured_interaction_score(small_recommender):
     """The CLI's recommendations follow the same score as the report's HR@10 / NDCG@10."""
 
-    out, _ = trained
+    out, _ = small_recommender
     users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
     items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
     history = History.from_arrays(bundles.load_recommender(out / "model").history)
@@ -266,14 +251,14 @@ def test_recommend_ranks_by_the_measured_interaction_score(trained):
     assert [score for _, score in recommended] == pytest.approx([float(rating[i]) for i in expected], abs=2e-3)
 
 
-def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(trained):
+def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(small_recommender):
     """TF Serving needs no Python: raw reviewerID / asin in, the same rating and ranking score out."""
     import tensorflow as tf
 
     from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT
     from musicrec.models.recommender.ranking import score_all_items
 
-    out, _ = trained
+    out, _ = small_recommender
     root = out / "model"
     users = (root / features.USER_VOCABULARY).read_text().splitlines()
     items = (root / features.ITEM_VOCABULARY).read_text().splitlines()
@@ -291,13 +276,13 @@ def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(trained
     np.testing.assert_allclose(unseen[INTERACTION_OUTPUT].numpy(), expected.ravel(), atol=1e-5)
 
 
-def test_a_tf1_style_loader_answers_the_recommend_signature(trained):
+def test_a_tf1_style_loader_answers_the_recommend_signature(small_recommender):
     """TF Serving loads SavedModels the TF1 way; `saved_model_cli run` does the same on the recommend signature."""
     import subprocess
     import sys
     from pathlib import Path
 
-    out, _ = trained
+    out, _ = small_recommender
     users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
     history = History.from_arrays(bundles.load_recommender(out / "model").history)
     user = users[int(np.argmax(history.user_count[: len(users)]))]

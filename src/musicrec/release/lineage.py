@@ -121,44 +121,83 @@ def render_tree(lineage: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check(uri: str, expected: str) -> str | None:
-    """``None`` if ``uri`` still hashes to ``expected``, else what is wrong."""
+@dataclass(frozen=True)
+class Loaded:
+    """A lineage document and the version directory it was read from (``None`` for a run directory)."""
+
+    lineage: dict[str, Any]
+    location: str | None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification: the URI hashed, ``ok`` / ``mismatch`` / ``unreachable``, and what is wrong."""
+
+    uri: str
+    status: str
+    detail: str = ""
+
+
+def _check(uri: str, expected: str) -> Check:
     try:
         actual = open_store(uri).tree_sha256("")
     except StorageError as error:
-        return f"unreachable: {error}"
-    return None if actual == expected else f"sha256 mismatch: recorded {expected[:12]}, now {actual[:12]}"
+        return Check(uri, "unreachable", str(error))
+    if actual != expected:
+        return Check(uri, "mismatch", f"sha256 recorded {expected[:12]}, now {actual[:12]}")
+    return Check(uri, "ok")
 
 
-def verify(lineage: dict[str, Any]) -> list[dict[str, str]]:
-    """Re-hash every recorded artifact, raw input and pushed file that can be reached.
+def _model_checks(files: dict[str, str], location: str) -> list[Check]:
+    """The model's own files where the user found it: each recorded file as recorded, and no file added."""
+    store = open_store(location)
+    try:
+        present = set(store.list())
+    except StorageError as error:
+        return [Check(location, "unreachable", str(error))]
+    checks = []
+    for name, digest in sorted(files.items()):
+        uri = store.uri(name)
+        checks.append(_check(uri, digest) if name in present else Check(uri, "mismatch", "missing"))
+    checks += [Check(store.uri(name), "mismatch", "not in the recorded model")
+               for name in sorted(present - files.keys() - {LINEAGE_FILE})]  # fmt: skip
+    return checks
 
-    Returns:
-        One entry per check: ``uri``, ``status`` (``ok``, ``mismatch`` or ``unreachable``) and ``detail``.
-    """
-    checks: list[tuple[str, str]] = []
+
+def verify(loaded: Loaded) -> list[Check]:
+    """Re-hash the model's files where it was found, and every upstream artifact and raw input where recorded."""
+    lineage = loaded.lineage
     model = lineage.get("model")
-    if model:
-        checks += [(f"{model['uri']}/{name}", digest) for name, digest in sorted(model["files"].items())]
+    checks = _model_checks(model["files"], loaded.location or model["uri"]) if model else []
+    recorded: list[tuple[str, str]] = []
     for step in lineage["steps"].values():
-        checks += [(artifact["uri"], artifact["sha256"]) for artifact in step["artifacts"]]
-        checks += [(source["uri"], source["sha256"]) for source in step.get("inputs", {}).values()]
-    results = []
-    for uri, expected in checks:
-        problem = _check(uri, expected)
-        status = "ok" if problem is None else problem.split(":")[0].split(" ")[-1]
-        results.append({"uri": uri, "status": status, "detail": problem or ""})
-    return results
+        recorded += [(artifact["uri"], artifact["sha256"]) for artifact in step["artifacts"]]
+        recorded += [(source["uri"], source["sha256"]) for source in step.get("inputs", {}).values()]
+    return checks + [_check(uri, expected) for uri, expected in recorded]
 
 
-def load(target: str) -> dict[str, Any]:
+def _json(text: bytes | str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise LineageError(f"{where}: not valid JSON ({error})") from None
+
+
+def _checked(lineage: Any, where: str) -> dict[str, Any]:
+    if not (isinstance(lineage, dict) and lineage.get("format") == LINEAGE_FORMAT
+            and isinstance(lineage.get("steps"), dict)):  # fmt: skip
+        raise LineageError(f"{where}: not a {LINEAGE_FORMAT} document")
+    return lineage
+
+
+def load(target: str) -> Loaded:
     """The lineage of a pushed version, a pushed model (its newest version) or a ``musicrec run`` directory.
 
     ``target`` is ``<base>/<model>/<version>``, ``<base>/<model>`` (local, ``s3://`` or ``gs://``), or the local
     output directory of ``musicrec run`` (the chain its evaluate step recorded).
 
     Raises:
-        LineageError: nothing lineage-like at ``target``.
+        LineageError: nothing lineage-like at ``target``, or a lineage file that is not one.
     """
     local = Path(target)
     if "://" not in target and (local / "summary.json").is_file():
@@ -166,16 +205,19 @@ def load(target: str) -> dict[str, Any]:
         evaluation = Path(summary["run_dir"]) / "evaluate" / "evaluation"
         if not evaluation.is_file():
             raise LineageError(f"{target}: the run has no evaluate output (did the pipeline finish?)")
-        return json.loads(evaluation.read_text())["lineage"]
+        recorded = _json(evaluation.read_text(), str(evaluation))
+        return Loaded(
+            _checked(recorded.get("lineage") if isinstance(recorded, dict) else None, str(evaluation)), None
+        )
     try:
         store = open_store(target)
-        if store.exists(LINEAGE_FILE):
-            return json.loads(store.read(LINEAGE_FILE))
-        version = latest_version(store)
-        if version is not None:
-            return json.loads(store.read(f"{version}/{LINEAGE_FILE}"))
+        if not store.exists(LINEAGE_FILE):
+            version = latest_version(store)
+            if version is None:
+                raise LineageError(f"{target}: no {LINEAGE_FILE} here; expected a pushed model version, a pushed "
+                                   "model or a run directory")  # fmt: skip
+            store = open_store(store.uri(str(version)))
+        where = store.uri(LINEAGE_FILE)
+        return Loaded(_checked(_json(store.read(LINEAGE_FILE), where), where), store.base_uri)
     except StorageError as error:
         raise LineageError(str(error)) from None
-    raise LineageError(
-        f"{target}: no {LINEAGE_FILE} here; expected a pushed model version, a pushed model or a run directory"
-    )

@@ -45,7 +45,8 @@ def _published(args: argparse.Namespace, scratch: Path) -> tuple[Any, Any, Any, 
     from pipelines.local_run import parse_parameters
 
     arguments = {"reviews_uri": args.reviews, "metadata_uri": args.metadata,
-                 "push_destination": args.push_destination, **parse_parameters(args.param)}  # fmt: skip
+                 "push_destination": args.push_destination,
+                 **parse_parameters(args.param, {"push_destination": "--push-destination"})}  # fmt: skip
     if args.package:
         if args.image or args.gpu_image:
             raise RunError("--package is compiled already: give --image/--gpu-image to `musicrec compile` instead")

@@ -24,6 +24,7 @@ DEFAULT_SAMPLE_REVIEWS = 40_000
 DEFAULT_SAMPLE_SEED = 2018
 MODEL_STORE = "model_store"  # push_destination of a local run, under its output directory
 RUNNERS = ("subprocess", "docker")
+DATA_FLAGS = {"reviews_uri": "--reviews", "metadata_uri": "--metadata"}
 IMAGE_USER = (1000, 1000)  # the user the project image runs as (containers/Dockerfile)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -36,19 +37,28 @@ def pipeline_parameters() -> dict[str, str]:
     return {name: spec.type for name, spec in inputs.items()}
 
 
-def parse_parameters(pairs: list[str]) -> dict[str, Any]:
+def parse_parameters(pairs: list[str], flags: dict[str, str] | None = None) -> dict[str, Any]:
     """Turn ``name=value`` strings into typed pipeline arguments.
 
+    Args:
+        pairs: the ``--param`` values.
+        flags: parameters that have a flag of their own (name -> flag); ``--param`` may not set them, so one
+            value never silently overrides another. The data URIs always have theirs.
+
     Raises:
-        RunError: a pair without ``=``, an unknown name, or a value of the wrong type.
+        RunError: a pair without ``=``, an unknown name, a parameter with its own flag, or a value of the wrong
+            type.
         SettingsError: a hyperparameter or threshold out of range.
     """
     known = pipeline_parameters()
+    flags = {**DATA_FLAGS, **(flags or {})}
     parsed: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
             raise RunError(f"--param {pair!r}: expected name=value")
+        if name in flags:
+            raise RunError(f"--param {name}: give it with {flags[name]} instead")
         if name not in known:
             raise RunError(f"--param {name!r}: unknown parameter; the pipeline takes {', '.join(sorted(known))}")
         kind = known[name]

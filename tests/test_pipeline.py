@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from components import BASE_IMAGE, GPU_IMAGE
+from musicrec.errors import SettingsError
 from pipelines.cli import main
 from pipelines.local_run import RunError, parse_parameters
 from pipelines.package import COMPILED_PIPELINE, compile_pipeline
@@ -139,7 +140,11 @@ def test_a_digest_image_needs_its_gpu_image_and_references_are_checked(tmp_path,
 
 
 def test_parameters_are_typed_and_checked():
-    assert parse_parameters(["reviews_uri=s3://b/k"]) == {"reviews_uri": "s3://b/k"}
+    assert parse_parameters(["push_destination=s3://b/k"]) == {"push_destination": "s3://b/k"}
+    with pytest.raises(RunError, match="--param reviews_uri: give it with --reviews instead"):
+        parse_parameters(["reviews_uri=s3://b/k"])
+    with pytest.raises(RunError, match="--param push_destination: give it with --push-destination instead"):
+        parse_parameters(["push_destination=s3://b/k"], {"push_destination": "--push-destination"})
     typed = parse_parameters(["cnn_seed=3", "dnn_l2=1e-3", "blessing_max_regression=0"])
     assert typed == {"cnn_seed": 3, "dnn_l2": 0.001, "blessing_max_regression": 0.0}
     assert [type(v) for v in typed.values()] == [int, float, float]
@@ -149,6 +154,12 @@ def test_parameters_are_typed_and_checked():
         parse_parameters(["learning_rate=0.1"])
     with pytest.raises(RunError, match="expected name=value"):
         parse_parameters(["reviews_uri"])
+    for pair, message in [
+        ("cnn_epochs=0", "cnn_epochs must be at least 1, got 0"),
+        ("preprocess_max_review_tokens=-1", "preprocess_max_review_tokens must be at least 1"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            parse_parameters([pair])
 
 
 def test_cli_rejects_a_missing_local_input_with_one_line(tmp_path, capsys):

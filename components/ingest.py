@@ -4,9 +4,11 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Markdown, Output
 
 from components import BASE_IMAGE
+from musicrec.settings import IngestSettings, documented_with
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+@documented_with(IngestSettings)
 def ingest(
     reviews_uri: str,
     metadata_uri: str,
@@ -14,6 +16,8 @@ def ingest(
     quarantine: Output[Dataset],
     report: Output[Artifact],
     report_markdown: Output[Markdown],
+    max_review_quarantine_fraction: float,
+    max_metadata_quarantine_fraction: float,
 ) -> None:
     """Validate, deduplicate, join and chronologically split raw reviews into Parquet shards.
 
@@ -28,8 +32,9 @@ def ingest(
     from components.runtime import publish, step
     from musicrec.data.ingest import artifact_metadata
     from musicrec.data.ingest import ingest as run_ingest
+    from musicrec.settings import IngestSettings
 
     with step("ingest"):
         result = run_ingest(reviews_uri, metadata_uri, examples.path, quarantine.path, report.path,
-                            report_markdown.path)  # fmt: skip
+                            report_markdown.path, settings=IngestSettings.from_parameters(locals()))  # fmt: skip
         publish({"examples": examples, "quarantine": quarantine, "report": report}, artifact_metadata(result))

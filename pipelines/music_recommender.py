@@ -15,6 +15,7 @@ from musicrec.settings import (
     AutoencoderSettings,
     BlessingSettings,
     CnnSettings,
+    IngestSettings,
     RatingSettings,
     TransformSettings,
     documented_with,
@@ -45,6 +46,8 @@ def music_recommender(
     push_destination: str,
     beam_runner: str = "DirectRunner",
     beam_options: str = "",
+    ingest_max_review_quarantine_fraction: float = IngestSettings.max_review_quarantine_fraction,
+    ingest_max_metadata_quarantine_fraction: float = IngestSettings.max_metadata_quarantine_fraction,
     preprocess_review_vocabulary_size: int = TransformSettings.review_vocabulary_size,
     preprocess_summary_vocabulary_size: int = TransformSettings.summary_vocabulary_size,
     preprocess_min_token_frequency: int = TransformSettings.min_token_frequency,
@@ -104,7 +107,7 @@ def music_recommender(
     """
     arguments = locals()
     ingest_task = (
-        ingest(reviews_uri=reviews_uri, metadata_uri=metadata_uri)
+        ingest(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **IngestSettings.task_arguments(arguments))
         .set_display_name("Ingest reviews")
         .set_cpu_request("1")
         .set_memory_request("4G")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 from collections import Counter
@@ -11,10 +12,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers import read_lines, read_records
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from musicrec import schema
 from musicrec.data.ingest import InvalidLineError, assign_splits, ingest, parse_metadata, parse_review
+from musicrec.data.text import normalize
 from musicrec.errors import IngestError
+from musicrec.settings import IngestSettings
 
 VALID = {
     "overall": 4.0, "vote": "1,234", "verified": True, "reviewTime": "12 22, 2013", "reviewerID": "A1ZCPG3D3HGRSS",
@@ -82,6 +87,9 @@ def test_missing_optional_fields_are_valid():
         (line(reviewText=["a"]), "wrong_type_reviewText"),
         (line(style="CD"), "wrong_type_style"),
         (line(verified="yes"), "wrong_type_verified"),
+        (line(reviewText="x" * (schema.MAX_TEXT_CHARS + 1)), "field_too_long"),
+        (line(summary="x" * (schema.MAX_TEXT_CHARS + 1)), "field_too_long"),
+        (line(reviewerID="A" * (schema.MAX_TEXT_CHARS + 1)), "field_too_long"),
     ],
 )
 def test_invalid_review_lines_are_rejected_with_a_reason(raw, reason):
@@ -272,3 +280,92 @@ def test_shards_roll_over_at_the_row_limit(small_dataset, tmp_path):
     assert (
         len(list((tmp_path / "examples" / "train").glob("part-*.parquet"))) == report["splits"]["train"]["shards"]
     )
+
+
+def test_a_utf8_bom_is_accepted_at_the_start_of_a_line():
+    assert parse_review(codecs.BOM_UTF8 + line()) == parse_review(line())
+    assert parse_metadata(codecs.BOM_UTF8 + b'{"asin": "B1", "title": "T"}')[0] == "B1"
+
+
+def test_a_bom_file_and_a_50_mb_review_end_in_the_report_not_a_crash(small_dataset, clean_run, tmp_path):
+    """The first line behind a BOM is kept; a 50 MB review is quarantined as field_too_long, whole."""
+    _, clean = clean_run
+    good = read_lines(small_dataset.reviews_path)
+    huge = line(reviewText="la " * 17_000_000, asin="BHUGE")
+    reviews = tmp_path / "reviews.json"
+    reviews.write_bytes(codecs.BOM_UTF8 + b"\n".join([*good[:1], huge, *good[1:]]) + b"\n")
+    report = run_ingest(reviews, small_dataset.metadata_path, tmp_path / "out")
+    assert report["kept"] == clean["kept"] and report["quarantine_reasons"] == {"field_too_long": 1}
+    (quarantined,) = read_records(tmp_path / "out" / "quarantine.jsonl.gz")
+    assert quarantined["line"] == 2 and len(quarantined["raw"]) == len(huge)
+
+
+def test_garbage_metadata_is_flagged_and_fails_above_the_limit(small_dataset, tmp_path):
+    metadata = tmp_path / "meta.json"
+    metadata.write_bytes(b"\n".join(b"<html>%d</html>" % i for i in range(50)) + b"\n")
+    message = r"100.0% of metadata lines quarantined \(50 of 50; most often bad_json\): "
+    with pytest.raises(IngestError, match=message + r"above ingest_max_metadata_quarantine_fraction=0.2"):
+        run_ingest(small_dataset.reviews_path, metadata, tmp_path / "failed")
+    assert not (tmp_path / "failed").exists() or not list((tmp_path / "failed").iterdir())
+    lenient = IngestSettings(max_metadata_quarantine_fraction=1.0)
+    out = tmp_path / "out"
+    report = ingest(str(small_dataset.reviews_path), str(metadata), out / "examples", out / "q.jsonl.gz",
+                    out / "report.json", out / "report.md", settings=lenient)  # fmt: skip
+    assert report["warnings"] == ["100.0% of metadata lines quarantined (50 of 50; most often bad_json)",
+                                  "100.0% of kept reviews have no metadata"]  # fmt: skip
+    assert "## Warnings" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_review_quarantine_limit_fails_the_step(small_dataset, tmp_path):
+    good = read_lines(small_dataset.reviews_path)[:100]
+    reviews = tmp_path / "reviews.json"
+    reviews.write_bytes(b"\n".join(good + [b"{broken"] * 30) + b"\n")
+    with pytest.raises(
+        IngestError, match=r"23.1% of review lines quarantined .*ingest_max_review_quarantine_fraction"
+    ):
+        run_ingest(reviews, small_dataset.metadata_path, tmp_path / "out")
+    report = ingest(str(reviews), str(small_dataset.metadata_path), tmp_path / "ok" / "examples",
+                    tmp_path / "ok" / "q.jsonl.gz", tmp_path / "ok" / "report.json",
+                    settings=IngestSettings(max_review_quarantine_fraction=0.5))  # fmt: skip
+    assert report["quarantined"] == 30 and report["warnings"][0].startswith("23.1% of review lines quarantined")
+
+
+# --- properties -----------------------------------------------------------------------------------------
+_ANY_LINE = st.one_of(
+    st.binary(max_size=200).map(lambda b: b.replace(b"\n", b" ")),
+    st.builds(lambda r: line(reviewerID=r), st.text(min_size=1, max_size=20).filter(lambda t: "\n" not in t)),
+    st.sampled_from([line(), line(asin="B2"), line(overall=1.0), codecs.BOM_UTF8 + line(asin="B3"),
+                     line()[:-7], line(reviewText="y" * (schema.MAX_TEXT_CHARS + 1)), line() + b"\r", b""]),
+)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_ANY_LINE, min_size=1, max_size=30))
+def test_any_byte_lines_are_all_accounted_for_and_every_valid_review_kept(lines, small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("property")
+    reviews = out / "reviews.json"
+    reviews.write_bytes(b"\n".join(lines) + b"\n")
+    valid = []
+    for raw in lines:
+        try:
+            valid.append(parse_review(raw))
+        except InvalidLineError:
+            pass
+    lenient = IngestSettings(max_review_quarantine_fraction=1.0)
+    try:
+        report = ingest(str(reviews), str(small_dataset.metadata_path), out / "examples", out / "q.jsonl.gz",
+                        out / "report.json", settings=lenient)  # fmt: skip
+    except IngestError as error:
+        assert not valid and "no valid reviews" in str(error)
+        return
+    assert report["kept"] + report["quarantined"] + report["duplicates"] == report["lines_read"]
+    assert report["kept"] == len(set(valid))
+    kept = sum(pq.read_table(out / "examples" / name).num_rows for name in schema.SPLITS)
+    assert kept == report["kept"]
+
+
+@settings(max_examples=300, deadline=2000)
+@given(text=st.text(max_size=3000) | st.from_regex(r"(not |<b>|&amp;|[.!?]|\w+ ){0,400}", fullmatch=True))
+def test_the_normalizer_never_raises_and_returns_quickly_on_any_string(text):
+    tokens = normalize(text)
+    assert all(isinstance(token, str) and token and " " not in token for token in tokens)

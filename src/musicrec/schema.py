@@ -12,6 +12,11 @@ import pyarrow as pa
 REVIEWS_FILENAME = "Digital_Music.json.gz"
 METADATA_FILENAME = "meta_Digital_Music.json.gz"
 
+# The longest text field ingest keeps (in characters), and the most of a text the normalizer reads. Real
+# reviews run to a few thousand characters; a field beyond this is quarantined (``field_too_long``) rather than
+# letting one line stall the tokenizer or blow up a Parquet page.
+MAX_TEXT_CHARS = 100_000
+
 # Fields a review line must carry to be usable at all; anything else may be missing.
 RAW_REQUIRED_REVIEW_FIELDS = ("overall", "reviewerID", "asin", "unixReviewTime")
 

@@ -103,6 +103,20 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class IngestSettings(Settings):
+    """How much unusable input the ingest step tolerates before it fails instead of training on the rest."""
+
+    PREFIX: ClassVar[str] = "ingest_"
+
+    max_review_quarantine_fraction: float = setting(
+        0.2, "ingest fails when more than this share of review lines is quarantined", minimum=0.0, maximum=1.0
+    )
+    max_metadata_quarantine_fraction: float = setting(
+        0.2, "ingest fails when more than this share of metadata lines is quarantined", minimum=0.0, maximum=1.0
+    )
+
+
+@dataclass(frozen=True)
 class TransformSettings(Settings):
     """Vocabulary and sequence settings of the transform graph (the preprocess step)."""
 
@@ -205,7 +219,7 @@ class BlessingSettings(Settings):
 
 # The settings classes behind the pipeline's parameters, in the order the parameters appear.
 PIPELINE_SETTINGS: tuple[type[Settings], ...] = (
-    TransformSettings, CnnSettings, AutoencoderSettings, RatingSettings, BlessingSettings,
+    IngestSettings, TransformSettings, CnnSettings, AutoencoderSettings, RatingSettings, BlessingSettings,
 )  # fmt: skip
 
 

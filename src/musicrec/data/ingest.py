@@ -34,11 +34,16 @@ from musicrec.errors import IngestError, StorageError
 from musicrec.io.artifacts import directory_sha256, publish, staging_directory
 from musicrec.io.storage import LineReader
 from musicrec.progress import Progress
+from musicrec.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
 
 _SPILL_ROWS = 100_000
 DEFAULT_SHARD_ROWS = 250_000
+# Above these shares the report carries a warning (and stderr a WARNING line); the step still runs up to the
+# limits of IngestSettings. Real 2018 files quarantine well under 1% of reviews and keep metadata for most.
+WARN_QUARANTINE_FRACTION = 0.01
+WARN_WITHOUT_METADATA_FRACTION = 0.5
 
 
 @dataclass
@@ -53,6 +58,15 @@ class _Tally:
     @property
     def quarantined(self) -> int:
         return sum(self.quarantine_reasons.values())
+
+    @property
+    def quarantined_fraction(self) -> float:
+        return self.quarantined / max(self.lines_read, 1)
+
+    def describe_quarantine(self, source: str) -> str:
+        reason = self.quarantine_reasons.most_common(1)[0][0] if self.quarantine_reasons else "none"
+        return (f"{self.quarantined_fraction:.1%} of {source} lines quarantined ({self.quarantined:,} of "
+                f"{self.lines_read:,}; most often {reason})")  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -257,6 +271,8 @@ def _markdown(report: dict[str, Any]) -> str:
             f"| {name} | {split['rows']:,} | {split['users']:,} | {split['items']:,} "
             f"| {split['first_day']} | {split['last_day']} |"
         )
+    if report["warnings"]:
+        lines += ["", "## Warnings", "", *(f"- **{warning}**" for warning in report["warnings"])]
     lines += ["", "## Quarantine reasons", "", "| reason | lines |", "| --- | ---: |"]
     lines += [f"| {reason} | {count:,} |" for reason, count in reasons.items()]
     lines += ["", "## Ratings", "", "| stars | reviews |", "| --- | ---: |"]
@@ -272,6 +288,7 @@ def ingest(
     report_path: str | Path,
     markdown_path: str | Path | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    settings: IngestSettings | None = None,
 ) -> dict[str, Any]:
     """Run the ingest step and return its report (also written as JSON to ``report_path``).
 
@@ -284,10 +301,13 @@ def ingest(
         report_path: the JSON report.
         markdown_path: the same report as Markdown for the Kubeflow UI, if given.
         shard_rows: the most rows in one Parquet shard.
+        settings: how much of each input may be quarantined (default :class:`IngestSettings`).
 
     Raises:
-        IngestError: an input is missing or unreadable, or no review survives validation.
+        IngestError: an input is missing or unreadable, no review survives validation, or more of an input is
+            quarantined than ``settings`` allows.
     """
+    settings = settings or IngestSettings()
     started = time.monotonic()
     targets = [Path(examples_dir), Path(quarantine_path), Path(report_path)]
     if markdown_path is not None:
@@ -311,6 +331,13 @@ def ingest(
                 f"no valid reviews in {reviews_uri}: all {tally.lines_read:,} lines were quarantined "
                 f"(most often: {top_reason}) or duplicates"
             )
+        for source, source_tally, limit in (
+            ("review", tally, settings.max_review_quarantine_fraction),
+            ("metadata", metadata_tally, settings.max_metadata_quarantine_fraction),
+        ):
+            if source_tally.quarantined_fraction > limit:
+                parameter = f"{IngestSettings.PREFIX}max_{source}_quarantine_fraction"
+                raise IngestError(f"{source_tally.describe_quarantine(source)}: above {parameter}={limit}")
         split_ids = assign_splits(times)
         examples = staging / "examples"
         examples.mkdir()
@@ -334,6 +361,13 @@ def ingest(
         test_users = pq.read_table(examples / schema.TEST, columns=[schema.REVIEWER_ID]).column(0).to_pylist()
         test_rows_with_train_history = sum(user in train_users for user in test_users)
 
+        warnings = [tally_.describe_quarantine(source) for source, tally_ in
+                    (("review", tally), ("metadata", metadata_tally))
+                    if tally_.quarantined_fraction > WARN_QUARANTINE_FRACTION]  # fmt: skip
+        if without_metadata > WARN_WITHOUT_METADATA_FRACTION * tally.kept:
+            warnings.append(f"{without_metadata / tally.kept:.1%} of kept reviews have no metadata")
+        for warning in warnings:
+            logger.warning("ingest: %s", warning)
         all_users = set().union(*(w.users for w in writers))
         all_items = set().union(*(w.items for w in writers))
         seconds = time.monotonic() - started
@@ -359,6 +393,7 @@ def ingest(
             "splits": {name: writer.summary() for name, writer in zip(schema.SPLITS, writers, strict=True)},
             "test_rows_with_train_history": test_rows_with_train_history,
             "metadata": metadata_tally.as_dict(),
+            "warnings": warnings,
             "examples_sha256": directory_sha256(examples),
             "seconds": round(seconds, 3),
             "reviews_per_second": round(tally.lines_read / max(seconds, 1e-9), 1),

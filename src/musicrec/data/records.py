@@ -7,6 +7,7 @@ order (without the joined metadata), an item its :class:`Item`; anything unusabl
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ class InvalidLineError(ValueError):
 
 # --- line parsing ---------------------------------------------------------------------------------------
 def _load_object(line: bytes) -> dict[str, Any]:
+    line = line.removeprefix(codecs.BOM_UTF8)  # some editors and exporters start a file with one
     if not line.strip():
         raise InvalidLineError("empty_line")
     try:
@@ -59,13 +61,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _bounded(text: str) -> str:
+    if len(text) > schema.MAX_TEXT_CHARS:
+        raise InvalidLineError("field_too_long")
+    return text
+
+
 def _identifier(record: dict[str, Any], key: str) -> str:
     value = record.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InvalidLineError(f"missing_{key}")
     if not isinstance(value, str):
         raise InvalidLineError(f"wrong_type_{key}")
-    return value.strip()
+    return _bounded(value.strip())
 
 
 def _optional_text(record: dict[str, Any], key: str) -> str:
@@ -74,7 +82,7 @@ def _optional_text(record: dict[str, Any], key: str) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidLineError(f"wrong_type_{key}")
-    return value
+    return _bounded(value)
 
 
 def _helpful_votes(value: Any) -> int:
@@ -178,8 +186,8 @@ def parse_metadata(line: bytes) -> tuple[str, Item]:
     title = record.get("title")
     brand = record.get("brand")
     return asin, Item(
-        title=strip_html(title) if isinstance(title, str) else "",
-        brand=strip_html(brand) if isinstance(brand, str) else "",
+        title=strip_html(_bounded(title)) if isinstance(title, str) else "",
+        brand=strip_html(_bounded(brand)) if isinstance(brand, str) else "",
         price=_price(record.get("price")),
         sales_rank=_sales_rank(record.get("rank")),
     )

@@ -14,6 +14,8 @@ from nltk.sentiment.util import NEGATION_RE
 from nltk.stem.snowball import SnowballStemmer
 from nltk.tokenize import RegexpTokenizer
 
+from musicrec import schema
+
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 
@@ -38,6 +40,7 @@ STOPWORDS = frozenset(
 )
 
 _tokenizer = RegexpTokenizer(_TOKEN_PATTERN)
+_UNTIMED_TOKEN = re.compile(_TOKEN_PATTERN)
 _stemmer = SnowballStemmer("english")
 
 
@@ -66,10 +69,19 @@ def classify(token: str) -> tuple[int, str]:
 
 
 def tokenize(text: str | None) -> list[str]:
-    """HTML-clean, lower-case and tokenize: the words, emoji and clause punctuation of ``text``."""
+    """HTML-clean, lower-case and tokenize: the words, emoji and clause punctuation of ``text``.
+
+    Reads at most :data:`~musicrec.schema.MAX_TEXT_CHARS` characters (the served graph cuts at the same place),
+    and never raises: NLTK bounds its regular expressions by wall-clock time, which a loaded machine can exceed,
+    so a timed-out text is tokenized again by the standard library with the same (linear-time) pattern.
+    """
     if not text:
         return []
-    return _tokenizer.tokenize(strip_html(text).lower().replace("’", "'"))
+    cleaned = strip_html(text[: schema.MAX_TEXT_CHARS]).lower().replace("’", "'")
+    try:
+        return _tokenizer.tokenize(cleaned)
+    except TimeoutError:
+        return _UNTIMED_TOKEN.findall(cleaned)
 
 
 def normalize(text: str | None) -> list[str]:

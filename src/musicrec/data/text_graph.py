@@ -94,7 +94,7 @@ class GraphNormalizer(tf.Module):
 
     def tokens(self, raw: tf.Tensor) -> tf.RaggedTensor:
         """What :func:`musicrec.data.text.tokenize` gives, for a batch of strings: words, emoji, punctuation."""
-        value = raw
+        value = tf.strings.substr(raw, 0, schema.MAX_TEXT_CHARS, unit="UTF8_CHAR")
         for entity, character in _ENTITIES:
             value = tf.strings.regex_replace(value, entity, character)
         value = tf.strings.regex_replace(value, "<[^>]*>", " ")

@@ -91,7 +91,7 @@ lint: $(STAMP) ## Lint the code, Dockerfile, import layers, YAML and CI workflow
 	$(BIN)/actionlint .github/workflows/*.yaml
 
 compile: $(STAMP) ## Recompile pipelines/music_recommender.yaml
-	$(BIN)/musicrec compile
+	$(BIN)/musicrec compile --out pipelines/music_recommender.yaml
 
 constraints-serving: ## Re-resolve the serving environment and rewrite constraints-serving.txt
 	rm -rf .tmp/serving-venv && $(PYTHON) -m venv .tmp/serving-venv

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,20 @@ from pipelines.local_run import DEFAULT_SAMPLE_REVIEWS, RUNNERS
 from pipelines.package import COMPILED_PIPELINE, compile_pipeline
 
 
+@contextlib.contextmanager
+def _writing(target: str) -> Iterator[None]:
+    """A failure to write ``target`` (read-only, missing parent, a directory in the way) as one line."""
+    try:
+        yield
+    except OSError as error:
+        raise RunError(f"cannot write {error.filename or target}: {error.strerror or error}") from None
+
+
 def _generate(args: argparse.Namespace) -> None:
     from musicrec.data.generate import generate_dataset
 
-    files = generate_dataset(args.out, args.reviews, args.items, args.seed)
+    with _writing(args.out):
+        files = generate_dataset(args.out, args.reviews, args.items, args.seed)
     print(
         f"wrote {files.reviews_path} ({files.reviews:,} reviews) and {files.metadata_path} ({files.items:,} items)"
     )
@@ -135,10 +148,42 @@ def _lineage(args: argparse.Namespace) -> None:
 
 
 def _compile(args: argparse.Namespace) -> None:
-    print(f"wrote {compile_pipeline(args.out, args.image, args.gpu_image)}")
+    if Path(args.out).is_dir():
+        raise RunError(f"--out {args.out} is a directory: give the YAML file's path")
+    with _writing(args.out):
+        print(f"wrote {compile_pipeline(args.out, args.image, args.gpu_image)}")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced(verbose: bool) -> Iterator[None]:
+    """Hide what TensorFlow's C++ side prints while it loads and probes for CUDA (unless ``verbose``).
+
+    Those lines are written before its logging is configured, so TF_CPP_MIN_LOG_LEVEL cannot stop them; a
+    one-shot command should print its answer, not seven lines about a GPU this machine does not have.
+    """
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _load_tensorflow(verbose: bool) -> None:
+    with _native_stderr_silenced(verbose):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe, done here once, quietly
 
 
 def _score(args: argparse.Namespace) -> None:
+    _load_tensorflow(args.verbose)
     from musicrec.models.sentiment import score_texts
 
     probability = score_texts(args.model, [args.text], [args.summary])[0]
@@ -146,6 +191,7 @@ def _score(args: argparse.Namespace) -> None:
 
 
 def _recommend(args: argparse.Namespace) -> None:
+    _load_tensorflow(args.verbose)
     from musicrec.models.recommender.serving import recommend
 
     result = recommend(args.model, args.user, args.k)
@@ -165,6 +211,12 @@ def _serve(args: argparse.Namespace) -> None:
                        "pipeline's environment (pandas < 3); `make serve` builds .venv-serve and serves "
                        "runs/default's models, or run .venv-serve/bin/musicrec serve") from None  # fmt: skip
     serve([resolve_model(spec) for spec in args.model], args.http_port)
+
+
+def _review_text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the review text is empty")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -232,14 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     compile_ = commands.add_parser("compile", help="compile the DAG to KFP IR YAML")
-    compile_.add_argument("--out", default=str(COMPILED_PIPELINE), help="YAML file (default: the committed one)")
+    compile_.add_argument("--out", default=COMPILED_PIPELINE.name,
+                          help=f"YAML file (default: {COMPILED_PIPELINE.name} here)")  # fmt: skip
     _add_image_arguments(compile_)
     compile_.set_defaults(handler=_compile)
 
     score = commands.add_parser("score", help="sentiment of a raw review with an exported CNN")
     score.add_argument("--model", required=True, help="the exported sentiment model directory (train_cnn 'model')")
     score.add_argument("--summary", default="", help="the review's summary line, if any")
-    score.add_argument("text", help="the raw review text")
+    score.add_argument("text", type=_review_text, help="the raw review text (not empty)")
     score.set_defaults(handler=_score)
 
     recommend = commands.add_parser("recommend", help="top-K albums for a user with an exported rating model")

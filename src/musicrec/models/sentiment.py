@@ -21,6 +21,7 @@ from keras import layers
 from musicrec import features, metrics, schema
 from musicrec.data.text import normalize_to_string
 from musicrec.data.text_graph import GraphNormalizer, read_stems
+from musicrec.errors import ModelLoadError
 from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models import bundles
 from musicrec.models.training import (
@@ -156,9 +157,13 @@ def score_texts(model_dir: str | Path, reviews: list[str], summaries: list[str] 
     :data:`SCORING_BATCH` texts.
 
     Raises:
-        ModelLoadError: ``model_dir`` holds no SavedModel with a ``serving_default`` signature.
+        ModelLoadError: ``model_dir`` holds no SavedModel with a ``serving_default`` signature of raw text.
     """
     (serve,) = bundles.load_signatures(model_dir, "serving_default")
+    takes = sorted(serve.structured_input_signature[1])
+    if takes != sorted(RAW_TEXT_INPUTS):
+        raise ModelLoadError(f"{model_dir} is not a sentiment model: its serving_default takes "
+                             f"{', '.join(takes)}, not {', '.join(RAW_TEXT_INPUTS)}")  # fmt: skip
     summaries = summaries if summaries is not None else [""] * len(reviews)
     scores = [np.zeros(0, np.float32)]
     for start in range(0, len(reviews), SCORING_BATCH):

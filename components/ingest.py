@@ -12,6 +12,7 @@ from musicrec.settings import IngestSettings, documented_with
 def ingest(
     reviews_uri: str,
     metadata_uri: str,
+    push_destination: str,
     examples: Output[Dataset],
     quarantine: Output[Dataset],
     report: Output[Artifact],
@@ -24,6 +25,7 @@ def ingest(
     Args:
         reviews_uri: Digital_Music.json(.gz) as a local path, s3:// or gs:// URI.
         metadata_uri: meta_Digital_Music.json(.gz), same schemes.
+        push_destination: the model store push will write to, checked for writing here, before any training.
         examples: train/, eval/ and test/ Parquet shards (80/10/10 by review time).
         quarantine: gzipped JSON lines of every rejected line with its reason.
         report: the ingest report as JSON (counts, reasons, splits, input sha256).
@@ -32,9 +34,11 @@ def ingest(
     from components.runtime import publish, step
     from musicrec.data.ingest import artifact_metadata
     from musicrec.data.ingest import ingest as run_ingest
+    from musicrec.release.model_store import check_push_destination
     from musicrec.settings import IngestSettings
 
     with step("ingest"):
+        check_push_destination(push_destination)
         result = run_ingest(reviews_uri, metadata_uri, examples.path, quarantine.path, report.path,
                             report_markdown.path, settings=IngestSettings.from_parameters(locals()))  # fmt: skip
         publish({"examples": examples, "quarantine": quarantine, "report": report}, artifact_metadata(result))

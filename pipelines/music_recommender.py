@@ -107,7 +107,12 @@ def music_recommender(
     """
     arguments = locals()
     ingest_task = (
-        ingest(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **IngestSettings.task_arguments(arguments))
+        ingest(
+            reviews_uri=reviews_uri,
+            metadata_uri=metadata_uri,
+            push_destination=push_destination,
+            **IngestSettings.task_arguments(arguments),
+        )
         .set_display_name("Ingest reviews")
         .set_cpu_request("1")
         .set_memory_request("4G")

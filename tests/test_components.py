@@ -31,6 +31,7 @@ from musicrec.settings import (
     AutoencoderSettings,
     BlessingSettings,
     CnnSettings,
+    IngestSettings,
     RatingSettings,
     Settings,
     TransformSettings,
@@ -96,7 +97,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def ingested(small_dataset, root) -> dict[str, Any]:
     out = ingest_outputs(root / "ingest")
     ingest.python_func(reviews_uri=str(small_dataset.reviews_path), metadata_uri=str(small_dataset.metadata_path),
-                       **out)  # fmt: skip
+                       push_destination=str(root / "store"), **out, **arguments(IngestSettings()))  # fmt: skip
     return out
 
 
@@ -181,10 +182,30 @@ def test_ingest_of_a_missing_input_fails_in_one_line_and_leaves_nothing(small_da
     out = ingest_outputs(tmp_path / "out")
     missing = tmp_path / "no-such-reviews.json.gz"
     metadata = str(small_dataset.metadata_path)
-    message = failure(lambda: ingest.python_func(reviews_uri=str(missing), metadata_uri=metadata, **out))
+    settings = {"push_destination": str(tmp_path / "store"), **arguments(IngestSettings())}
+    message = failure(
+        lambda: ingest.python_func(reviews_uri=str(missing), metadata_uri=metadata, **out, **settings)
+    )
     assert message.startswith("ingest failed: ") and str(missing) in message
     assert not any((tmp_path / "out").iterdir())  # no examples, no staging directory, no report
     assert all(not artifact.metadata for artifact in out.values())
+
+
+def test_ingest_checks_the_push_destination_before_reading_anything(small_dataset, tmp_path):
+    """A push destination that cannot be written fails the first step, not the last, and says "cannot write"."""
+    out = ingest_outputs(tmp_path / "out")
+    (tmp_path / "afile").write_text("")
+    store = tmp_path / "afile" / "model_store"
+    inputs = {
+        "reviews_uri": str(small_dataset.reviews_path),
+        "metadata_uri": str(small_dataset.metadata_path),
+        "push_destination": str(store),
+        **arguments(IngestSettings()),
+    }
+    message = failure(lambda: ingest.python_func(**inputs, **out))
+    assert message.startswith(f"ingest failed: push destination {store} is not writable: cannot write {store}/")
+    assert message.endswith(": a file is in the way of a directory")
+    assert not any((tmp_path / "out").iterdir())
 
 
 # --- preprocess ----------------------------------------------------------------------------------------------

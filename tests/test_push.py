@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from musicrec.errors import PushError, StorageError
-from musicrec.io import object_store, storage
+from musicrec.io import clients, object_store, storage
 from musicrec.io.object_store import LocalStore, open_store
 from musicrec.models.bundles import EXTRA_DIRECTORY
 from musicrec.models.sentiment import score_texts
@@ -102,7 +102,7 @@ def test_a_failure_mid_push_leaves_no_visible_version_and_a_rerun_succeeds(
 def test_transient_errors_are_retried_and_permission_errors_are_not(monkeypatch):
     from botocore.exceptions import ClientError
 
-    monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(clients, "RETRY_BASE_SECONDS", 0.001)
     attempts = []
 
     def flaky():
@@ -111,7 +111,7 @@ def test_transient_errors_are_retried_and_permission_errors_are_not(monkeypatch)
             raise ConnectionResetError("connection reset by peer")
         return "done"
 
-    assert storage.with_retries(flaky, "upload s3://b/k") == "done" and len(attempts) == 3
+    assert clients.with_retries(flaky, "upload s3://b/k") == "done" and len(attempts) == 3
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"},
                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")  # fmt: skip
     calls = []
@@ -121,10 +121,10 @@ def test_transient_errors_are_retried_and_permission_errors_are_not(monkeypatch)
         raise denied
 
     with pytest.raises(StorageError, match=r"^cannot upload s3://b/k: access denied$"):
-        storage.with_retries(forbidden, "upload s3://b/k")
+        clients.with_retries(forbidden, "upload s3://b/k")
     assert len(calls) == 1
     with pytest.raises(StorageError, match="gave up after 5 attempts"):
-        storage.with_retries(lambda: (_ for _ in ()).throw(TimeoutError("slow")), "read s3://b/k")
+        clients.with_retries(lambda: (_ for _ in ()).throw(TimeoutError("slow")), "read s3://b/k")
 
 
 def concurrent_pushes(models, evaluation, base: str, n: int) -> list[int]:
@@ -197,7 +197,7 @@ def test_a_tree_hash_streams_objects_and_restarts_a_read_that_breaks(s3_env, tmp
         (tmp_path / key).write_bytes(data)
         store.write(key, data)
 
-    monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.001)
+    monkeypatch.setattr(clients, "RETRY_BASE_SECONDS", 0.001)
     monkeypatch.setattr(type(store), "read", lambda *_: pytest.fail("the tree hash read an object whole"))
     opened = []
     real_open = type(store)._open

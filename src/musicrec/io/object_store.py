@@ -15,24 +15,28 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from typing_extensions import override
 
 from musicrec.errors import StorageError
-from musicrec.io.storage import (
-    READ_BUFFER_BYTES,
+from musicrec.io.clients import (
     error_status,
-    extended_digest,
-    parse_uri,
+    gcs_client,
+    gcs_request_options,
+    s3_client,
     translate_errors,
     with_retries,
 )
+from musicrec.io.storage import READ_BUFFER_BYTES, extended_digest, parse_uri
 
 if TYPE_CHECKING:
     from hashlib import _Hash as Digest  # the type of hashlib.sha256()
 
 T = TypeVar("T")
+
+
+WRITE_PROBE_PREFIX = ".write-probe-"  # at the base itself: a probe leaves no directory behind
 
 
 class ObjectStore(abc.ABC):
@@ -91,6 +95,16 @@ class ObjectStore(abc.ABC):
     def delete(self, prefix: str) -> None:
         """Remove every object below ``prefix``."""
 
+    def check_writable(self) -> None:
+        """Write and delete a small probe object, so a store that cannot take a push fails before any work.
+
+        Raises:
+            StorageError: ``cannot write <uri>/<probe>: <cause>`` (read-only, unreachable, no bucket, no access).
+        """
+        key = f"{WRITE_PROBE_PREFIX}{uuid.uuid4().hex}"
+        self.write(key, b"musicrec write probe\n")
+        self.delete(key)
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` names an object."""
         return key in self.list(key)
@@ -146,12 +160,12 @@ class LocalStore(ObjectStore):
 
     @override
     def write(self, key: str, data: bytes) -> None:
-        with translate_errors(self.uri(key)):
+        with translate_errors(self.uri(key), "write"):
             os.replace(self._temporary(key, data), self._path(key))
 
     @override
     def create(self, key: str, data: bytes) -> bool:
-        with translate_errors(self.uri(key)):
+        with translate_errors(self.uri(key), "write"):
             temporary = self._temporary(key, data)
             try:
                 os.link(temporary, self._path(key))  # fails if the key exists: an atomic create-if-absent
@@ -163,7 +177,7 @@ class LocalStore(ObjectStore):
 
     @override
     def upload(self, key: str, path: Path) -> None:
-        with translate_errors(self.uri(key)):
+        with translate_errors(self.uri(key), "write"):
             target = self._path(key)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
@@ -175,7 +189,7 @@ class LocalStore(ObjectStore):
 
     @override
     def promote(self, source: str, target: str, keys: list[str]) -> None:
-        with translate_errors(self.uri(target)):
+        with translate_errors(self.uri(target), "publish"):
             destination = self._path(target)
             if destination.exists():
                 raise StorageError(f"cannot publish {self.uri(target)}: it already exists")
@@ -263,11 +277,9 @@ class S3Store(_BucketStore):
     """An S3 prefix through boto3 (``AWS_ENDPOINT_URL`` and the credential chain apply)."""
 
     def __init__(self, base_uri: str) -> None:
-        import boto3
-
         super().__init__(base_uri)
         self.bucket, self.prefix = self._split(base_uri)
-        self.client = boto3.client("s3")
+        self.client = s3_client()
 
     @override
     def list(self, prefix: str = "") -> list[str]:
@@ -316,45 +328,54 @@ class GcsStore(_BucketStore):
     """A GCS prefix through google-cloud-storage (``STORAGE_EMULATOR_HOST`` and ADC apply)."""
 
     def __init__(self, base_uri: str) -> None:
-        from google.cloud import storage
-
         super().__init__(base_uri)
         bucket, self.prefix = self._split(base_uri)
-        self.bucket = storage.Client().bucket(bucket)
+        self.bucket = gcs_client().bucket(bucket)
+
+    def _blob(self, key: str) -> Any:
+        return self.bucket.blob(self._key(key))
+
+    def _bounded(self, verb: str, key: str) -> dict[str, Any]:
+        """Timeouts and a bounded, logged retry policy for one call (see :func:`gcs_request_options`)."""
+        return gcs_request_options(f"{verb} {self.uri(key)}", self.bucket.client)
 
     @override
     def list(self, prefix: str = "") -> list[str]:
         def run() -> list[str]:
-            blobs = self.bucket.client.list_blobs(self.bucket, prefix=self._key(prefix))
+            bounded = self._bounded("list", prefix)
+            blobs = self.bucket.client.list_blobs(self.bucket, prefix=self._key(prefix), **bounded)
             return self._relative_keys((blob.name for blob in blobs), prefix)
 
         return self._retry(run, "list", prefix)
 
     @override
     def read(self, key: str) -> bytes:
-        return self._retry(lambda: self.bucket.blob(self._key(key)).download_as_bytes(), "read", key)
+        return self._retry(lambda: self._blob(key).download_as_bytes(**self._bounded("read", key)), "read", key)
 
     @override
     def write(self, key: str, data: bytes) -> None:
-        self._retry(lambda: self.bucket.blob(self._key(key)).upload_from_string(data), "write", key)
+        self._retry(lambda: self._blob(key).upload_from_string(data, **self._bounded("write", key)), "write", key)
 
     def _put_if_absent(self, key: str, data: bytes) -> None:
-        self.bucket.blob(self._key(key)).upload_from_string(data, if_generation_match=0)
+        self._blob(key).upload_from_string(data, if_generation_match=0, **self._bounded("create", key))
 
     @override
     def upload(self, key: str, path: Path) -> None:
-        self._retry(lambda: self.bucket.blob(self._key(key)).upload_from_filename(str(path)), "upload", key)
+        self._retry(lambda: self._blob(key).upload_from_filename(str(path), **self._bounded("upload", key)),
+                    "upload", key)  # fmt: skip
 
     def _open(self, key: str) -> BinaryIO:
-        return self.bucket.blob(self._key(key)).open("rb", chunk_size=READ_BUFFER_BYTES)
+        return self._blob(key).open("rb", chunk_size=READ_BUFFER_BYTES, **self._bounded("read", key))
 
     def _copy(self, source: str, target: str) -> None:
-        self.bucket.copy_blob(self.bucket.blob(self._key(source)), self.bucket, self._key(target))
+        self.bucket.copy_blob(
+            self._blob(source), self.bucket, self._key(target), **self._bounded("publish", target)
+        )
 
     @override
     def delete(self, prefix: str) -> None:
         for key in self.list(prefix):
-            self._retry(lambda k=key: self.bucket.blob(self._key(k)).delete(), "delete", key)
+            self._retry(lambda k=key: self._blob(k).delete(**self._bounded("delete", k)), "delete", key)
 
 
 def open_store(base_uri: str) -> ObjectStore:

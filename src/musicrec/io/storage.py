@@ -1,12 +1,9 @@
-"""Reading from a local path, ``s3://`` (boto3) or ``gs://`` (google-cloud-storage): URIs, streams, retries.
+"""Reading from a local path, ``s3://`` (boto3) or ``gs://`` (google-cloud-storage): URIs, streams, hashes.
 
-Streaming line reads for ingest (:class:`LineReader`), content hashes, and the error translation and retry
-policy that :mod:`musicrec.io.object_store` (list, conditional create, upload, checksum, publish) builds on.
-
-Clients are built from the standard environment: the AWS credential chain and ``AWS_ENDPOINT_URL`` /
-``AWS_ENDPOINT_URL_S3`` for boto3; application default credentials and ``STORAGE_EMULATOR_HOST`` for
-google-cloud-storage. Every failure surfaces as :class:`StorageError` with a one-line message that names
-the URI, so a pipeline step can stop with a clear error instead of a stack of library frames.
+Streaming line reads for ingest (:class:`LineReader`) and content hashes, over the clients of
+:mod:`musicrec.io.clients` (bounded timeouts, logged retries, one-line errors). Clients are built from the
+standard environment: the AWS credential chain and ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` for boto3;
+application default credentials and ``STORAGE_EMULATOR_HOST`` for google-cloud-storage.
 """
 
 from __future__ import annotations
@@ -15,22 +12,17 @@ import contextlib
 import gzip
 import hashlib
 import io
-import logging
-import random
-import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO
 
 from musicrec.errors import StorageError
+from musicrec.io.clients import gcs_client, gcs_request_options, s3_client, translate_errors
 
 if TYPE_CHECKING:
     from hashlib import _Hash as Digest  # the type of hashlib.sha256()
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER_BYTES = 4 * 1024 * 1024
@@ -100,55 +92,11 @@ def _open_raw(location: Location) -> BinaryIO:
     if location.scheme == "file":
         return open(location.local_path, "rb")  # noqa: SIM115 - closed by the caller's stack
     if location.scheme == "s3":
-        import boto3
-
-        response = boto3.client("s3").get_object(Bucket=location.bucket, Key=location.key)
-        return response["Body"]
-    from google.cloud import storage
-
-    blob = storage.Client().bucket(location.bucket).blob(location.key)
-    return blob.open("rb", chunk_size=READ_BUFFER_BYTES)
-
-
-def _describe(error: BaseException) -> str:
-    """A short cause for the common failures of the three backends."""
-    if isinstance(error, FileNotFoundError):
-        return "not found"
-    if isinstance(error, IsADirectoryError):
-        return "is a directory, expected a file"
-    if isinstance(error, PermissionError):
-        return "permission denied"
-    if isinstance(error, gzip.BadGzipFile | zlib.error):
-        return f"corrupt gzip data ({error})"
-    if isinstance(error, EOFError):
-        return "truncated gzip file"
-    response = getattr(error, "response", None)
-    if isinstance(response, dict) and "Error" in response:  # botocore ClientError
-        code = response["Error"].get("Code", "")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return "not found"
-        if code == "NoSuchBucket":
-            return "bucket not found"
-        if code in ("AccessDenied", "403", "Forbidden"):
-            return "access denied"
-        return f"S3 error {code}: {response['Error'].get('Message', '')}".strip()
-    code = getattr(error, "code", None)  # google.api_core exceptions carry an HTTP status
-    if code == 404:
-        return "not found"
-    if code == 403:
-        return "access denied"
-    return f"{type(error).__name__}: {error}".splitlines()[0]
-
-
-@contextlib.contextmanager
-def translate_errors(uri: str) -> Iterator[None]:
-    """Re-raise any I/O failure inside the block as a one-line :class:`StorageError` naming ``uri``."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except Exception as error:  # every backend raises its own family; the message keeps the cause
-        raise StorageError(f"cannot read {uri}: {_describe(error)}") from error
+        return s3_client().get_object(Bucket=location.bucket, Key=location.key)["Body"]
+    client = gcs_client()
+    blob = client.bucket(location.bucket).blob(location.key)
+    options = gcs_request_options(f"read gs://{location.bucket}/{location.key}", client)
+    return blob.open("rb", chunk_size=READ_BUFFER_BYTES, **options)
 
 
 class LineReader:
@@ -183,66 +131,6 @@ class LineReader:
             # Hash the whole object even if the decompressor stopped before trailing bytes.
             while buffered.read(READ_BUFFER_BYTES):
                 pass
-
-
-# --- writable stores (push, lineage) ---------------------------------------------------------------------
-_TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
-_TRANSIENT_S3_CODES = frozenset(
-    {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "ThrottlingException",
-     "RequestTimeTooSkewed", "ConditionalRequestConflict"}
-)  # fmt: skip
-_TRANSIENT_NAMES = frozenset(
-    {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-     "ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout", "ChunkedEncodingError"}
-)  # fmt: skip
-RETRY_ATTEMPTS = 5
-RETRY_BASE_SECONDS = 0.2
-
-
-def error_status(error: BaseException) -> int | None:
-    """The HTTP status of a botocore or google.api_core error, when it carries one."""
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return int(status) if status else None
-    code = getattr(error, "code", None)
-    return code if isinstance(code, int) else None
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether retrying may help: dropped connections, timeouts, throttling and 5xx answers."""
-    if isinstance(error, ConnectionError | TimeoutError) or type(error).__name__ in _TRANSIENT_NAMES:
-        return True
-    response = getattr(error, "response", None)
-    if isinstance(response, dict) and response.get("Error", {}).get("Code") in _TRANSIENT_S3_CODES:
-        return True
-    return error_status(error) in _TRANSIENT_STATUS
-
-
-def with_retries(operation: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS) -> T:
-    """Run ``operation``, retrying transient failures with exponential backoff and jitter.
-
-    Raises:
-        StorageError: at once for a permanent failure (permission, missing bucket...), or after ``attempts``
-            transient ones; the message names ``what`` and the cause.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return operation()
-        except StorageError:
-            raise
-        except Exception as error:  # each backend raises its own family
-            if not is_transient(error):
-                raise StorageError(f"cannot {what}: {_describe(error)}") from error
-            if attempt == attempts:
-                raise StorageError(
-                    f"cannot {what}: {_describe(error)} (gave up after {attempts} attempts)"
-                ) from error
-            delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (1 + random.random())
-            logger.warning("%s failed (%s); retry %d of %d in %.1f s", what, _describe(error), attempt,
-                           attempts - 1, delay)  # fmt: skip
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def extended_digest(digest: Digest, stream: BinaryIO) -> Digest:

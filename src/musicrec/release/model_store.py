@@ -17,6 +17,7 @@ import json
 import re
 from typing import Any
 
+from musicrec.errors import PushError, StorageError
 from musicrec.io.object_store import ObjectStore, open_store
 
 LINEAGE_FILE = "lineage.json"
@@ -72,3 +73,16 @@ def run_evaluation(base_uri: str, run_id: str) -> dict[str, Any] | None:
     store = open_store(base_uri)
     key = f"{RUNS_PREFIX}/{run_id}/evaluation.json"
     return json.loads(store.read(key)) if store.exists(key) else None
+
+
+def check_push_destination(base_uri: str) -> None:
+    """Fail now, before hours of training, if a push to ``base_uri`` could not write there.
+
+    Raises:
+        PushError: ``push destination <uri> is not writable: cannot write …`` (read-only, unreachable, missing
+            bucket, denied).
+    """
+    try:
+        open_store(base_uri).check_writable()
+    except StorageError as error:
+        raise PushError(f"push destination {base_uri} is not writable: {error}") from None

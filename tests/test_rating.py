@@ -10,6 +10,15 @@ from helpers import small_rating_settings
 
 from musicrec import features
 from musicrec.models import bundles
+from musicrec.models.recommender.classic import (
+    EASE_LAMBDAS,
+    MF_FACTORS,
+    MF_L2,
+    Catalogue,
+    biased_mf,
+    ease,
+    item_knn,
+)
 from musicrec.models.recommender.history import (
     BIAS_DAMPING,
     BIAS_INPUT,
@@ -184,7 +193,10 @@ def test_report_holds_rating_and_ranking_beside_baselines(small_recommender):
     assert json.loads((out / "report.json").read_text()) == report
     for split in ("eval", "test"):
         assert set(report[split]) == {"rmse", "mae"} and 0 < report[split]["rmse"] < 4
-        assert set(report["baselines"][split]) == {"global_mean", "bias"}
+        assert set(report["baselines"][split]) == {"global_mean", "bias", "mf"}
+        # Biased MF, fitted on train with its size picked on eval, beats the global mean it starts from.
+        assert report["baselines"][split]["mf"]["rmse"] < report["baselines"][split]["global_mean"]["rmse"]
+    assert report["baseline_settings"]["mf"]["factors"] in MF_FACTORS
     segments = report["test_by_user"]
     assert set(segments) == {"returning_users", "new_users"}
     rows = sum(segment["rows"] for segment in segments.values())
@@ -196,8 +208,67 @@ def test_report_holds_rating_and_ranking_beside_baselines(small_recommender):
         assert pooled == pytest.approx(overall**2, abs=2e-3)  # the two segments partition the test split
     ranking = report["ranking"]
     assert 0 < ranking["users"] <= SETTINGS.ranking_users
-    assert set(ranking["test"]) == set(ranking["baselines"]["mostpop"]) == {"hr@10", "ndcg@10"}
+    assert set(ranking["baselines"]) == {"mostpop", "itemknn", "ease"}
+    assert all(
+        set(scores) == set(ranking["test"]) == {"hr@10", "ndcg@10"} for scores in ranking["baselines"].values()
+    )
     assert ranking["baselines"]["mostpop"]["hr@10"] > 0
+    assert ranking["baseline_settings"]["ease"]["lambda"] in EASE_LAMBDAS
+
+
+def toy_catalogue() -> tuple[History, Catalogue]:
+    """Four users over four items: items 0 and 1 always go together, item 3 only with item 2."""
+    users = np.array([0, 0, 1, 1, 1, 2, 2, 3, 3])
+    items = np.array([0, 1, 0, 1, 2, 2, 3, 0, 1])
+    ones = np.ones(len(users))
+    history = History.from_train(users, items, 4 * ones, ones, np.zeros((len(users), 2)), np.ones((len(users), 3)),
+                                 5, 5)  # fmt: skip
+    return history, Catalogue.of(history, 4)
+
+
+def test_co_reviews_count_users_who_reviewed_both_items():
+    history, catalogue = toy_catalogue()
+    gram = catalogue.co_reviews()
+    by_item = np.zeros((4, 4))
+    for user in range(4):
+        reviewed = history.train_items(user)
+        by_item[np.ix_(reviewed, reviewed)] += 1
+    order = catalogue.items
+    np.testing.assert_array_equal(gram, by_item[np.ix_(order, order)])
+    # Blocks of users are summed like one pass (the block boundary falls inside the user list).
+    import musicrec.models.recommender.classic as classic
+
+    original, classic._PAIR_BLOCK = classic._PAIR_BLOCK, 5
+    try:
+        np.testing.assert_array_equal(catalogue.co_reviews(), gram)
+    finally:
+        classic._PAIR_BLOCK = original
+
+
+def test_item_knn_and_ease_recommend_what_goes_with_a_users_items():
+    history, catalogue = toy_catalogue()
+    popularity = history.item_count[:4].astype(float)
+    gram = catalogue.co_reviews()
+    for scorer in (item_knn(catalogue, gram, popularity), ease(catalogue, gram, popularity, 1.0)):
+        scores = scorer(np.array([3, 4]))
+        assert scores.shape == (2, 4)  # every known item
+        # User 3 reviewed items 0 and 1; item 2 went with both (user 1), item 3 with neither.
+        assert top_items(scores[0, :4], history.train_items(3), 1).tolist() == [2]
+        # User 4 has no train items: no item-item evidence, so the catalogue ties at 0.
+        np.testing.assert_array_equal(scores[1, catalogue.items], 0.0)
+
+
+def test_biased_mf_learns_user_and_item_effects_and_picks_its_size_on_eval():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 4000), rng.integers(0, 30, 4000)
+    user_effect, item_effect = rng.normal(0, 0.8, 40), rng.normal(0, 0.8, 30)
+    ratings = np.clip(np.round(3.5 + user_effect[users] + item_effect[items]), 1, 5)
+    train, valid = (users[:3500], items[:3500], ratings[:3500]), (users[3500:], items[3500:], ratings[3500:])
+    predict, chosen = biased_mf(train, valid, 41, 31, seed=1)
+    mean_rmse = float(np.sqrt(np.mean((valid[2] - train[2].mean()) ** 2)))
+    mf_rmse = float(np.sqrt(np.mean((valid[2] - predict(valid[0], valid[1])) ** 2)))
+    assert mf_rmse < 0.7 * mean_rmse
+    assert chosen["factors"] in MF_FACTORS and chosen["l2"] in MF_L2
 
 
 def test_recommend_returns_unseen_items_for_a_train_user_and_mostpop_for_a_new_one(small_recommender):

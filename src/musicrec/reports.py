@@ -38,16 +38,18 @@ class AutoencoderReport(ModelReport):
 
 
 class RankingReport(TypedDict):
-    """HR@10 / NDCG@10 of the recommender beside MostPop on the test split."""
+    """HR@10 / NDCG@10 of the recommender beside ``mostpop``, ``itemknn`` and ``ease`` on the test split."""
 
     users: int
     test: Scores
     baselines: dict[str, Scores]
+    baseline_settings: dict[str, Any]  # EASE^R's lambda (picked on eval), the classic methods' catalogue size
 
 
 class RatingReport(ModelReport):
-    """train_dnn's report; baselines are ``global_mean`` and ``bias``."""
+    """train_dnn's report; baselines are ``global_mean``, ``bias`` and ``mf`` (biased MF, picked on eval)."""
 
+    baseline_settings: dict[str, Any]
     test_by_user: dict[str, dict[str, float]]
     test_error_histogram: dict[str, Any]
     ranking: RankingReport

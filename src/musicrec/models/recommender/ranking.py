@@ -7,12 +7,14 @@ a hit, the cut-off is :data:`TOP_K`, and items the user reviewed in train are ne
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
-from musicrec import features, metrics
+from musicrec import features, metrics, schema
+from musicrec.models.recommender.classic import Catalogue, Scorer, item_knn, pick_ease
 from musicrec.models.recommender.history import (
     BIAS_INPUT,
     HISTORY_INPUT,
@@ -23,7 +25,6 @@ from musicrec.models.recommender.history import (
     user_sides,
 )
 from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT
-from musicrec.progress import Progress
 from musicrec.settings import RatingSettings
 
 logger = logging.getLogger(__name__)
@@ -77,42 +78,73 @@ def top_items(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
-def evaluate_ranking(
-    model: keras.Model, history: History, test: dict[str, np.ndarray], n_known_users: int, n_known_items: int,
-    settings: RatingSettings,
-) -> dict[str, Any]:  # fmt: skip
-    """HR@10 and NDCG@10 of the interaction head beside MostPop on the test split.
-
-    Each sampled user (seeded, at most ``settings.ranking_users`` with a relevant test item) gets every catalogue
-    item they have not reviewed in train ranked.
-    """
+def relevant_items(table: dict[str, np.ndarray], n_known_users: int, n_known_items: int) -> dict[int, set[int]]:
+    """Each known user's relevant items of a split: catalogue items they rated at least :data:`RELEVANT_RATING`."""
     relevant: dict[int, set[int]] = {}
-    liked = (test["rating"] >= RELEVANT_RATING) & (test[features.USER_INDEX] < n_known_users)
-    liked &= test[features.ITEM_INDEX] < n_known_items  # only catalogue items can be recommended
-    for user, item in zip(test[features.USER_INDEX][liked], test[features.ITEM_INDEX][liked], strict=True):
+    liked = (table["rating"] >= RELEVANT_RATING) & (table[features.USER_INDEX] < n_known_users)
+    liked &= table[features.ITEM_INDEX] < n_known_items  # only catalogue items can be recommended
+    for user, item in zip(table[features.USER_INDEX][liked], table[features.ITEM_INDEX][liked], strict=True):
         relevant.setdefault(int(user), set()).add(int(item))
+    return relevant
+
+
+def sampled_users(relevant: dict[int, set[int]], limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of the users with relevant items, drawn with ``seed``, in index order."""
     users = np.array(sorted(relevant), dtype=np.int64)
-    rng = np.random.default_rng(settings.seed)
-    if len(users) > settings.ranking_users:
-        users = np.sort(rng.choice(users, settings.ranking_users, replace=False))
-    popularity = history.item_count[:n_known_items]
-    ours, popular = [], []
-    chunk = max(1, 524_288 // max(n_known_items, 1))  # pairs scored per model call, bounded memory
-    progress = Progress(logger, "test users ranked over the catalogue", total=len(users), interval_seconds=30)
+    if len(users) > limit:
+        users = np.sort(np.random.default_rng(seed).choice(users, limit, replace=False))
+    return users
+
+
+def hit_rate_and_ndcg(scorer: Scorer, history: History, users: np.ndarray, relevant: dict[int, set[int]],
+                      n_known_items: int) -> dict[str, float]:  # fmt: skip
+    """HR@10 and NDCG@10 of ranking, for each of ``users``, the catalogue items they did not review in train."""
+    if not len(users):
+        return {"hr@10": 0.0, "ndcg@10": 0.0}
+    chunk = max(1, 524_288 // max(n_known_items, 1))  # users scored at once, bounded memory
+    ranked = []
     for start in range(0, len(users), chunk):
         block = users[start : start + chunk]
-        block_scores, _ = score_all_items(model, history, block, n_known_items)
-        for user, scores in zip(block, block_scores, strict=True):
-            seen = history.train_items(int(user))
-            ours.append(top_items(scores, seen, TOP_K))
-            popular.append(top_items(popularity, seen, TOP_K))
-        progress.advance(len(block))
-    progress.done()
-    truth = [relevant[int(u)] for u in users]
-    hr, ndcg = metrics.hit_rate_and_ndcg(np.array(ours), truth, TOP_K) if len(users) else (0.0, 0.0)
-    pop_hr, pop_ndcg = metrics.hit_rate_and_ndcg(np.array(popular), truth, TOP_K) if len(users) else (0.0, 0.0)
+        for user, scores in zip(block, scorer(block)[:, :n_known_items], strict=True):
+            ranked.append(top_items(scores, history.train_items(int(user)), TOP_K))
+    hr, ndcg = metrics.hit_rate_and_ndcg(np.array(ranked), [relevant[int(u)] for u in users], TOP_K)
+    return {"hr@10": round(hr, 4), "ndcg@10": round(ndcg, 4)}
+
+
+def evaluate_ranking(
+    model: keras.Model, history: History, tables: dict[str, dict[str, np.ndarray]], n_known_users: int,
+    n_known_items: int, settings: RatingSettings,
+) -> dict[str, Any]:  # fmt: skip
+    """HR@10 and NDCG@10 of the interaction head beside MostPop, item-kNN and EASE^R on the test split.
+
+    Each sampled user (seeded, at most ``settings.ranking_users`` with a relevant test item) gets every catalogue
+    item they have not reviewed in train ranked. EASE^R's lambda is picked the same way on the eval split.
+    """
+    popularity = history.item_count[:n_known_items].astype(np.float64)
+    catalogue = Catalogue.of(history, n_known_items)
+    gram = catalogue.co_reviews()
+
+    def on(split: str, seed: int) -> Callable[[Scorer], dict[str, float]]:
+        relevant = relevant_items(tables[split], n_known_users, n_known_items)
+        users = sampled_users(relevant, settings.ranking_users, seed)
+        return lambda scorer: hit_rate_and_ndcg(scorer, history, users, relevant, n_known_items) | {
+            "users": int(len(users))}  # fmt: skip
+
+    on_eval, on_test = on(schema.EVAL, settings.seed + 1), on(schema.TEST, settings.seed)
+    ease_scorer, ease_lambda = pick_ease(catalogue, gram, popularity, lambda s: on_eval(s)["ndcg@10"])
+    logger.info("ranking the catalogue for up to %d test users", settings.ranking_users)
+    ours = on_test(lambda users: score_all_items(model, history, users, n_known_items)[0])
+    baselines = {
+        "mostpop": on_test(lambda users: np.tile(popularity, (len(users), 1))),
+        "itemknn": on_test(item_knn(catalogue, gram, popularity)),
+        "ease": on_test(ease_scorer),
+    }
+    users = ours.pop("users")
     return {
-        "users": int(len(users)),
-        "test": {"hr@10": round(hr, 4), "ndcg@10": round(ndcg, 4)},
-        "baselines": {"mostpop": {"hr@10": round(pop_hr, 4), "ndcg@10": round(pop_ndcg, 4)}},
+        "users": users,
+        "test": ours,
+        "baselines": {
+            name: {k: v for k, v in result.items() if k != "users"} for name, result in baselines.items()
+        },
+        "baseline_settings": {"ease": {"lambda": ease_lambda}, "classic_items": int(len(catalogue.items))},
     }

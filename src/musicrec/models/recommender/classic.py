@@ -1,0 +1,178 @@
+"""Classic recommender baselines fitted on train only, reported beside the DNN: they are the bar it must clear.
+
+* **Biased matrix factorization** (rating): global mean + user bias + item bias + a dot product of user and item
+  factors, fitted by Adam on the train ratings with L2 on every factor and bias; the number of factors and the
+  L2 weight are picked on the eval split's RMSE.
+* **Item-kNN** (ranking): a user's score for an item is the sum of its cosine similarities (over train
+  co-reviews) to the items the user reviewed.
+* **EASE^R** (ranking; Steck, 2019): the closed-form item-item weights ``B = I - P / diag(P)`` with
+  ``P = (X'X + lambda I)^-1``, zero diagonal; lambda is picked on the eval split's NDCG@10.
+
+Item-kNN and EASE^R work on the :data:`CLASSIC_ITEMS` most reviewed train items (EASE^R inverts an items x items
+matrix); the rest of the catalogue follows them in MostPop order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from musicrec import metrics
+from musicrec.models.recommender.history import History
+
+logger = logging.getLogger(__name__)
+
+CLASSIC_ITEMS = 4_096  # an EASE^R fit inverts a matrix of this side: about 2 s on 2 cores
+EASE_LAMBDAS = (20.0, 100.0, 500.0, 2_500.0)
+MF_FACTORS = (8, 32)
+MF_L2 = (1e-5, 1e-4)
+MF_EPOCHS, MF_PATIENCE, MF_BATCH, MF_LEARNING_RATE = 30, 2, 1_024, 5e-3
+_PAIR_BLOCK = 20_000_000  # co-review pairs counted at once (two int64 arrays of this length)
+
+Scorer = Callable[[np.ndarray], np.ndarray]  # user indices -> scores, one row of every catalogue item per user
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The items item-kNN and EASE^R score, and each user's train items among them as a sparse row (CSR)."""
+
+    items: np.ndarray  # catalogue item indices, most reviewed first
+    position: np.ndarray  # per item index: its column among ``items``, or -1
+    indptr: np.ndarray
+    columns: np.ndarray
+
+    @classmethod
+    def of(cls, history: History, n_known_items: int, size: int = CLASSIC_ITEMS) -> Catalogue:
+        """The ``size`` most reviewed train items and every user's train reviews among them."""
+        popularity = history.item_count[:n_known_items]
+        items = np.argsort(-popularity, kind="stable")[: min(size, int((popularity > 0).sum()))]
+        position = np.full(len(history.item_count), -1, np.int64)
+        position[items] = np.arange(len(items))
+        columns = position[history.user_items]
+        kept = columns >= 0
+        owners = np.repeat(np.arange(len(history.user_items_indptr) - 1), np.diff(history.user_items_indptr))
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(owners[kept], minlength=len(history.user_count)))])
+        return cls(items, position, indptr, columns[kept])
+
+    def rows(self, users: np.ndarray) -> np.ndarray:
+        """Dense 0/1 rows of ``users`` over the catalogue."""
+        out = np.zeros((len(users), len(self.items)), np.float32)
+        for row, user in enumerate(users):
+            out[row, self.columns[self.indptr[user] : self.indptr[user + 1]]] = 1.0
+        return out
+
+    def co_reviews(self) -> np.ndarray:
+        """``X'X``: how many users reviewed both of two catalogue items (the diagonal: each item's count)."""
+        size = len(self.items)
+        degree = np.diff(self.indptr)
+        gram = np.zeros(size * size, np.float64)
+        users = np.flatnonzero(degree)
+        start = 0
+        while start < len(users):  # blocks of users whose co-review pairs fit in _PAIR_BLOCK
+            budget = np.cumsum(degree[users[start:]].astype(np.int64) ** 2)
+            stop = start + max(1, int(np.searchsorted(budget, _PAIR_BLOCK, side="right")))
+            block = users[start:stop]
+            lengths = degree[block]
+            entries = np.concatenate([self.columns[self.indptr[u] : self.indptr[u + 1]] for u in block])
+            per_entry = np.repeat(lengths, lengths)  # each entry pairs with every entry of its user
+            segment_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            left = np.repeat(entries, per_entry)
+            offsets = np.arange(per_entry.sum()) - np.repeat(np.cumsum(per_entry) - per_entry, per_entry)
+            right = entries[np.repeat(segment_start, per_entry) + offsets]
+            gram += np.bincount(left * size + right, minlength=size * size)
+            start = stop
+        return gram.reshape(size, size)
+
+
+def _scorer(catalogue: Catalogue, weights: np.ndarray, popularity: np.ndarray) -> Scorer:
+    """Scores from item-item ``weights``; items outside the catalogue rank after it, by popularity."""
+    fallback = (popularity / max(float(popularity.max(initial=0)), 1.0) - 2.0).astype(np.float32)
+
+    def score(users: np.ndarray) -> np.ndarray:
+        scores = np.tile(fallback, (len(users), 1))
+        scores[:, catalogue.items] = catalogue.rows(users) @ weights
+        return scores
+
+    return score
+
+
+def item_knn(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray) -> Scorer:
+    """Item-kNN with cosine similarity over co-reviews (no self-similarity)."""
+    norms = np.sqrt(np.maximum(np.diag(gram), 1e-12))
+    similarity = (gram / norms[:, None] / norms[None, :]).astype(np.float32)
+    np.fill_diagonal(similarity, 0.0)
+    return _scorer(catalogue, similarity, popularity)
+
+
+def ease(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray, l2: float) -> Scorer:
+    """EASE^R with regularization ``l2`` (lambda)."""
+    inverse = np.linalg.inv(gram + l2 * np.eye(len(gram)))
+    weights = (-inverse / np.diag(inverse)[None, :]).astype(np.float32)
+    np.fill_diagonal(weights, 0.0)
+    return _scorer(catalogue, weights, popularity)
+
+
+def pick_ease(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray,
+              eval_ndcg: Callable[[Scorer], float]) -> tuple[Scorer, float]:  # fmt: skip
+    """EASE^R with the lambda of :data:`EASE_LAMBDAS` that gives the best eval NDCG@10, and that lambda."""
+    tried = {l2: ease(catalogue, gram, popularity, l2) for l2 in EASE_LAMBDAS}
+    ndcg = {l2: eval_ndcg(scorer) for l2, scorer in tried.items()}
+    best = max(ndcg, key=lambda l2: (ndcg[l2], -l2))
+    logger.info("EASE^R eval NDCG@10 by lambda: %s; chose %g", ndcg, best)
+    return tried[best], best
+
+
+def _mf_model(n_users: int, n_items: int, factors: int, l2: float, global_mean: float) -> keras.Model:
+    user = keras.Input(shape=(), dtype="int64", name="user")
+    item = keras.Input(shape=(), dtype="int64", name="item")
+    regularizer = keras.regularizers.L2(l2)
+    small = keras.initializers.RandomNormal(stddev=0.01)
+
+    def embed(index: keras.KerasTensor, rows: int, width: int, initializer: object) -> keras.KerasTensor:
+        return keras.layers.Embedding(rows, width, embeddings_initializer=initializer,
+                                      embeddings_regularizer=regularizer)(index)  # fmt: skip
+
+    dot = keras.ops.sum(embed(user, n_users, factors, small) * embed(item, n_items, factors, small), axis=-1)
+    biases = embed(user, n_users, 1, "zeros")[..., 0] + embed(item, n_items, 1, "zeros")[..., 0]
+    return keras.Model({"user": user, "item": item}, dot + biases + global_mean, name="biased_mf")
+
+
+def biased_mf(train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
+              n_users: int, n_items: int, seed: int) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray],
+                                                              dict[str, float]]:  # fmt: skip
+    """Biased MF fitted on ``train`` (users, items, ratings), factors and L2 picked on ``valid``'s RMSE.
+
+    Returns:
+        A predictor of (users, items) -> ratings clipped to 1..5, and the chosen ``factors`` and ``l2``.
+    """
+    users, items, ratings = train
+    global_mean = float(ratings.mean())
+    best: tuple[float, keras.Model, dict[str, float]] | None = None
+    for factors in MF_FACTORS:
+        for l2 in MF_L2:
+            keras.utils.set_random_seed(seed)
+            model = _mf_model(n_users, n_items, factors, l2, global_mean)
+            model.compile(optimizer=keras.optimizers.Adam(MF_LEARNING_RATE), loss="mse")
+            model.fit({"user": users, "item": items}, ratings.astype(np.float32), batch_size=MF_BATCH,
+                      epochs=MF_EPOCHS, shuffle=True, verbose=0,
+                      validation_data=({"user": valid[0], "item": valid[1]}, valid[2].astype(np.float32)),
+                      callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=MF_PATIENCE,
+                                                               restore_best_weights=True)])  # fmt: skip
+            predicted = np.clip(model.predict({"user": valid[0], "item": valid[1]}, batch_size=65_536, verbose=0),
+                                1, 5).reshape(-1)  # fmt: skip
+            rmse = metrics.rmse(valid[2], predicted)
+            logger.info("biased MF, %d factors, L2 %g: eval RMSE %.4f", factors, l2, rmse)
+            if best is None or rmse < best[0]:
+                best = (rmse, model, {"factors": factors, "l2": l2})
+    assert best is not None
+    _, model, chosen = best
+
+    def predict(pair_users: np.ndarray, pair_items: np.ndarray) -> np.ndarray:
+        out = model.predict({"user": pair_users, "item": pair_items}, batch_size=65_536, verbose=0)
+        return np.clip(out, 1, 5).reshape(-1)
+
+    return predict, chosen

@@ -19,7 +19,8 @@ def card() -> dict:
     return {
         "sentiment": {"test": {"accuracy": 0.95, "balanced_accuracy": 0.93, "auc": 0.97},
                       "baselines": {"majority": {"accuracy": 0.84, "balanced_accuracy": 0.5, "auc": 0.5},
-                                    "bow_linear": {"accuracy": 0.93, "balanced_accuracy": 0.9, "auc": 0.96}}},
+                                    "bow_linear": {"accuracy": 0.93, "balanced_accuracy": 0.9, "auc": 0.96}},
+                      "train_text_share": 1.0},
         "autoencoder": {"test": {"reconstruction_mse": 0.3}, "baselines": {"pca": {"reconstruction_mse": 0.31}}},
         "rating": {"test": {"rmse": 0.95, "mae": 0.66},
                    "baselines": {"global_mean": {"rmse": 1.08, "mae": 0.84}, "bias": {"rmse": 0.98, "mae": 0.7}}},
@@ -62,6 +63,19 @@ def test_a_threshold_or_baseline_failure_blocks_the_blessing(change, failing):
     assert [r for r in reasons if r.startswith("FAIL: ")] == [r for r in reasons if failing in r]
 
 
+def test_rating_only_data_is_blessed_on_the_recommender_without_sentiment_gates():
+    """No text: the sentiment model is the train prior (accuracy of the majority, AUC 0.5), which is not gated."""
+    candidate = copy.deepcopy(card())
+    candidate["sentiment"].update(
+        train_text_share=0.0, test={"accuracy": 0.84, "balanced_accuracy": 0.5, "auc": 0.5}
+    )
+    blessed, reasons = bless(candidate, {**SERVED, "auc": 0.5}, None, SETTINGS)
+    assert blessed and not any("sentiment test" in reason for reason in reasons)
+    assert "pass: no review or summary text in train: sentiment is the train prior, not gated" in reasons
+    candidate["rating"]["test"].update(rmse=1.09)  # the recommender is still gated
+    assert not bless(candidate, {**SERVED, "auc": 0.5}, None, SETTINGS)[0]
+
+
 def test_training_serving_skew_blocks_the_blessing():
     blessed, reasons = bless(card(), {**SERVED, "auc": 0.96}, None, SETTINGS)
     assert not blessed and any(r.startswith("FAIL: served SavedModel AUC") for r in reasons)
@@ -97,11 +111,12 @@ def test_the_served_model_scores_raw_test_text_as_training_measured_it(small_cnn
 def test_scorecard_takes_the_test_split_of_each_report():
     reports = {
         "cnn": {"test": {"accuracy": 0.9, "balanced_accuracy": 0.8, "auc": 0.95, "roc": {}},
-                "baselines": {"test": {"majority": {"accuracy": 0.8}}, "eval": {}}},
+                "baselines": {"test": {"majority": {"accuracy": 0.8}}, "eval": {}}, "train_text_share": 0.9},
         "ae": {"test": {"reconstruction_mse": 0.3}, "baselines": {"test": {"pca": {"reconstruction_mse": 0.4}}}},
         "dnn": {"test": {"rmse": 1.0, "mae": 0.7}, "baselines": {"test": {"bias": {"rmse": 1.1, "mae": 0.8}}},
                 "ranking": {"test": {"ndcg@10": 0.1}}},
     }  # fmt: skip
     result = scorecard(reports["cnn"], reports["ae"], reports["dnn"])
     assert result["sentiment"]["test"] == {"accuracy": 0.9, "balanced_accuracy": 0.8, "auc": 0.95}
+    assert result["sentiment"]["train_text_share"] == 0.9
     assert gated_values(result) == {"sentiment_auc": 0.95, "rating_rmse": 1.0, "ranking_ndcg@10": 0.1}

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import keras
 import numpy as np
 import pytest
-from helpers import small_cnn_settings
+from helpers import read_records, small_cnn_settings
 
 from musicrec import features, schema
+from musicrec.data.ingest import ingest
+from musicrec.data.transform import preprocess
 from musicrec.errors import TrainingError
 from musicrec.models.sentiment import REVIEW_CODE_LAYER, build_cnn, score_texts, train_sentiment
 from musicrec.models.training import make_dataset, split_files, transformed_feature_spec
-from musicrec.settings import CnnSettings
+from musicrec.settings import CnnSettings, TransformSettings
 
 SETTINGS = small_cnn_settings()
 
@@ -148,3 +151,22 @@ def test_a_tf1_style_loader_serves_the_exported_model_too(trained):
     served = float(re.search(r"positive_probability:\s*\[([0-9.e-]+)\]", result.stdout).group(1))
     expected = score_texts(out / "model", ["Not good. Boring and awful, i hate it."], ["One Star"])[0]
     assert served == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_rating_only_data_gives_the_train_prior_and_says_so(small_dataset, tmp_path, caplog):
+    """Reviews without any text: no minority-class collapse, the report says there was no text."""
+    reviews = tmp_path / "ratings.json.gz"
+    with gzip.open(reviews, "wt") as out:
+        for record in read_records(small_dataset.reviews_path):
+            out.write(json.dumps({**record, "reviewText": "", "summary": ""}) + "\n")
+    ingest(str(reviews), str(small_dataset.metadata_path), tmp_path / "examples", tmp_path / "q.jsonl.gz",
+           tmp_path / "ingest.json")  # fmt: skip
+    settings = TransformSettings(min_token_frequency=2, max_review_tokens=16, max_summary_tokens=4)
+    preprocess(tmp_path / "examples", tmp_path / "transformed", tmp_path / "graph", tmp_path / "pre.json",
+               settings=settings)  # fmt: skip
+    report = train_sentiment(tmp_path / "transformed", tmp_path / "graph", tmp_path / "model",
+                             tmp_path / "report.json", small_cnn_settings())  # fmt: skip
+    assert report["train_text_share"] == 0.0
+    assert "no train review has any text" in caplog.text
+    majority = report["baselines"]["test"]["majority"]["accuracy"]
+    assert report["test"]["accuracy"] == pytest.approx(majority) and majority > 0.5

@@ -27,6 +27,7 @@ class SentimentReport(ModelReport):
     """train_cnn's report; ``eval``/``test`` also hold ``confusion_matrix`` and ``roc``."""
 
     train_examples_per_second: float
+    train_text_share: float  # train reviews with any review or summary token; 0 on rating-only data
     token_importance: dict[str, dict[str, list]]
     class_weight: dict[str, float]
 
@@ -62,10 +63,16 @@ class ScorecardSection(TypedDict):
     baselines: dict[str, Scores]
 
 
+class SentimentSection(ScorecardSection):
+    """The sentiment section, with the share of train reviews that have text (0: not gated)."""
+
+    train_text_share: float
+
+
 class Scorecard(TypedDict):
     """Every model's test scores beside its baselines (the ``summary.json`` layout)."""
 
-    sentiment: ScorecardSection
+    sentiment: SentimentSection
     autoencoder: ScorecardSection
     rating: ScorecardSection
     ranking: RankingReport

@@ -312,6 +312,16 @@ def train_sentiment(
     ]
     labels = {split: labels_of(files[split], spec, features.SENTIMENT_LABEL) for split in schema.SPLITS}
     class_weight = balanced_class_weights(labels[schema.TRAIN])
+    lengths = [
+        labels_of(files[schema.TRAIN], spec, name) for name in (features.REVIEW_LENGTH, features.SUMMARY_LENGTH)
+    ]
+    text_share = float(np.mean(lengths[0] + lengths[1] > 0)) if len(lengths[0]) else 0.0
+    if text_share == 0.0:
+        # Rating-only data: nothing to learn from, so learn the train prior (balanced weights would push every
+        # prediction to the minority class), and evaluate does not gate the blessing on sentiment.
+        logger.warning("train_cnn: no train review has any text; the sentiment model is the train prior (%.3f "
+                       "positive)", float(labels[schema.TRAIN].mean()))  # fmt: skip
+        class_weight = {0: 1.0, 1: 1.0}
 
     def data(split: str, shuffle: bool = False) -> tf.data.Dataset:
         seed = settings.seed if shuffle else None
@@ -329,7 +339,7 @@ def train_sentiment(
     _fit(bag, data(schema.TRAIN, True), data(schema.EVAL), settings, class_weight, settings.epochs)
 
     majority = int(np.bincount(labels[schema.TRAIN].astype(int)).argmax())
-    report: dict[str, Any] = {"settings": settings.to_dict()}
+    report: dict[str, Any] = {"settings": settings.to_dict(), "train_text_share": round(text_share, 4)}
     for split in (schema.EVAL, schema.TEST):
         truth = labels[split]
         cnn_probabilities = _predict(cnn, data(split))

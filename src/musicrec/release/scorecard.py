@@ -22,7 +22,8 @@ def scorecard(
     test = schema.TEST
     return {
         "sentiment": {"test": {k: cnn_report[test][k] for k in ("accuracy", "balanced_accuracy", "auc")},
-                      "baselines": cnn_report["baselines"][test]},
+                      "baselines": cnn_report["baselines"][test],
+                      "train_text_share": cnn_report["train_text_share"]},
         "autoencoder": {"test": autoencoder_report[test], "baselines": autoencoder_report["baselines"][test]},
         "rating": {"test": rating_report[test], "baselines": rating_report["baselines"][test]},
         "ranking": rating_report["ranking"],

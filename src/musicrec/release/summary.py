@@ -49,7 +49,10 @@ def step_results(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "ingest": _picked(reports[INGEST.name], _INGEST_KEYS),
         "preprocess": _picked(reports[PREPROCESS.name], _PREPROCESS_KEYS),
         "sentiment": _model_section(cnn, _SENTIMENT_SCORES)
-        | {"train_examples_per_second": cnn["train_examples_per_second"]},
+        | {
+            "train_examples_per_second": cnn["train_examples_per_second"],
+            "train_text_share": cnn["train_text_share"],
+        },
         "autoencoder": _model_section(reports[TRAIN_AUTOENCODER.name]),
         "rating": _model_section(dnn) | {"test_by_user": dnn["test_by_user"]},
         "ranking": dnn["ranking"],

@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> None:
 
     parameters = parse_parameters(args.param)
     summary = run_locally(args.output, args.reviews, args.metadata, parameters, args.sample_reviews, args.runner,
-                          args.image, args.gpu_image)  # fmt: skip
+                          args.image, args.gpu_image, verbose=args.verbose)  # fmt: skip
     print(format_summary(summary))
     print(f"summary: {Path(args.output).resolve() / 'summary.json'}")
     if summary.get("pushed_model"):
@@ -281,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--image", help="with --runner docker: the image of every step (default musicrec:<version>)")
     run.add_argument("--gpu-image", help="with --runner docker: the training steps' image (default: --image)")
+    # The same flag as `musicrec -v`, after the command too; SUPPRESS keeps `musicrec -v run` from being reset.
+    run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                     help="show everything: kfp.local's executor input and task banners, each task's whole "
+                     "output (otherwise in <output>/logs/), debug logging")  # fmt: skip
     run.set_defaults(handler=_run)
 
     compile_ = commands.add_parser("compile", help="compile the DAG to KFP IR YAML")
@@ -342,8 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``musicrec`` console script; returns the process exit code.
 
-    Every expected failure is a :class:`~musicrec.errors.MusicrecError`: one line on stderr, exit code 1.
+    Every expected failure is a :class:`~musicrec.errors.MusicrecError`: one line on stderr, exit code 1. An
+    interrupt (SIGINT; for ``run`` also SIGTERM and SIGHUP) is one line too, exit code 128 + the signal's number.
     """
+    from pipelines.local_run import Interrupted
+
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
@@ -351,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     except MusicrecError as error:
         print(f"musicrec {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except Interrupted as interrupted:  # run has stopped its tasks by now
+        print(f"musicrec {args.command}: {interrupted}", file=sys.stderr)
+        return interrupted.exit_code
+    except KeyboardInterrupt:  # Ctrl-C anywhere else (imports, another command): no traceback either
+        print(f"musicrec {args.command}: interrupted (SIGINT)", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     return 0
 
 

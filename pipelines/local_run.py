@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import re
+import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from musicrec.errors import RunError
 from musicrec.release.model_store import push_of_evaluation
 from musicrec.release.summary import run_summary
 from musicrec.settings import check_pipeline_arguments
+from pipelines.supervision import Interrupted, TaskRunner, controlled
 
 logger = logging.getLogger("musicrec.run")
 
@@ -26,7 +29,8 @@ MODEL_STORE = "model_store"  # push_destination of a local run, under its output
 RUNNERS = ("subprocess", "docker")
 DATA_FLAGS = {"reviews_uri": "--reviews", "metadata_uri": "--metadata"}
 IMAGE_USER = (1000, 1000)  # the user the project image runs as (containers/Dockerfile)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LOGS = "logs"  # under the run directory: <task>.log per task (what kfp.local streams), kfp.log (its own lines)
+# A musicrec log line of a task (progress.LOG_FORMAT): what a quiet run shows of a task's output.
 
 
 def pipeline_parameters() -> dict[str, str]:
@@ -129,6 +133,7 @@ def run_locally(
     runner: str = "subprocess",
     image: str | None = None,
     gpu_image: str | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run the DAG with ``kfp.local`` and write ``<output_dir>/summary.json``.
 
@@ -145,34 +150,83 @@ def run_locally(
             tasks then run as the image's user (1000) when this process is root, else as this process's user.
         image: with ``docker``, every step's image (default ``components.BASE_IMAGE``).
         gpu_image: with ``docker``, the training steps' image (default: ``image``; no GPU is used locally).
+        verbose: stream kfp.local's own output (executor input JSON, task banners) and every task's whole
+            output to stdout, as kfp.local does. Otherwise only the steps' progress lines show (stderr), and each
+            task's output is in ``<output_dir>/logs/<task>.log``, kfp.local's in ``logs/kfp.log``.
 
     Returns:
         The summary (also in ``summary.json``).
 
     Raises:
-        RunError: bad arguments, a missing local input, or a failed step.
+        RunError: bad arguments, a missing local input, or a failed step, whose own one-line message it carries.
+        Interrupted: SIGINT, SIGTERM or SIGHUP; every task process has ended by then, and nothing half-written
+            is published (each step publishes its outputs whole).
     """
-    from kfp import local
-
-    from pipelines.music_recommender import music_recommender
-
     if (reviews_uri is None) != (metadata_uri is None):
         raise RunError("give both --reviews and --metadata, or neither to use the generated sample")
     if runner not in RUNNERS:
         raise RunError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     if runner != "docker" and (image or gpu_image):
         raise RunError("--image and --gpu-image choose the images of --runner docker")
+    for uri in (reviews_uri, metadata_uri):
+        if uri is not None:
+            _check_local_input(uri)
     output = Path(output_dir).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    if output.exists() and not output.is_dir():
+        raise RunError(f"--output {output_dir} is a file: give a directory (it is created if missing)")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / LOGS).mkdir(exist_ok=True)
+    except OSError as error:
+        raise RunError(f"--output {output_dir}: cannot write {error.filename}: {error.strerror}") from None
+    task_runner = TaskRunner(output / LOGS, verbose)
+    with controlled(task_runner), _task_temporary_directory(output / "workspace" / "tmp"):
+        try:
+            return _run_pipeline(task_runner, output, reviews_uri, metadata_uri, parameters or {}, sample_reviews,
+                                 runner, image, gpu_image)  # fmt: skip
+        except Interrupted:
+            task_runner.finish_stop()
+            raise
+
+
+@contextlib.contextmanager
+def _task_temporary_directory(directory: Path) -> Iterator[None]:
+    """The tasks' temporary files in ``directory``, removed afterwards: no pile-up in the system's TMPDIR.
+
+    kfp.local's component sources and Beam's and tf.Transform's scratch directories are never removed by them.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(directory)  # the tasks inherit it
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run_pipeline(
+    task_runner: TaskRunner, output: Path, reviews_uri: str | None, metadata_uri: str | None,
+    parameters: dict[str, Any], sample_reviews: int, runner: str, image: str | None, gpu_image: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The body of :func:`run_locally`, under its task runner's control."""
+    from kfp import local
+
+    from pipelines.music_recommender import music_recommender
+
     started = time.monotonic()
     seconds: dict[str, float] = {}
     if reviews_uri is None:
         logger.info("no data given: generating the default sample of %s reviews", f"{sample_reviews:,}")
+        task_runner.stage = "generate"
         files = generate_dataset(output / "data", sample_reviews, seed=DEFAULT_SAMPLE_SEED)
         reviews_uri, metadata_uri = str(files.reviews_path), str(files.metadata_path)
         seconds["generate"] = round(time.monotonic() - started, 3)
-    _check_local_input(reviews_uri)
-    _check_local_input(metadata_uri)
+        task_runner.stage = None
+    assert metadata_uri is not None
 
     workspace = output / "workspace"
     workspace.mkdir(exist_ok=True)
@@ -185,16 +239,24 @@ def run_locally(
         pipeline, local_runner = music_recommender, local.SubprocessRunner(use_venv=False)
         pipeline_root = output / "pipeline_root"
     local.init(runner=local_runner, pipeline_root=str(pipeline_root), workspace_root=str(workspace))
+    arguments = {"push_destination": str(output / MODEL_STORE), **parameters}
+    failed: RuntimeError | None = None
     with warnings.catch_warnings():
         # Locally every task runs in this interpreter, whatever image the component names.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
+        task_runner.in_pipeline = True
         try:
-            arguments = {"push_destination": str(output / MODEL_STORE), **(parameters or {})}
             run = pipeline(reviews_uri=reviews_uri, metadata_uri=metadata_uri, **arguments)
         except RuntimeError as error:
-            message = _ANSI.sub("", str(error)).splitlines()[0]
-            raise RunError(f"{message} (the task's log above says why)") from None
+            failed = error
+        finally:
+            task_runner.in_pipeline = False
+    if task_runner.signum is not None:  # whatever kfp.local made of the stopped task, the signal is the cause
+        raise task_runner.interrupted()
+    if failed is not None:
+        raise task_runner.run_error(failed) from None
+    task_runner.stage = "summary"
     evaluation_path = Path(run.output.path)
     evaluation = json.loads(evaluation_path.read_text())
     pushed = push_of_evaluation(arguments["push_destination"], evaluation["id"]) if evaluation["blessed"] else None
@@ -245,14 +307,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     rating, ranking = summary.get("rating"), summary.get("ranking")
     if rating and ranking:
-        base = rating["baselines"]
+        base, ranked = rating["baselines"], ranking["baselines"]
         lines.append(
             f"rating test RMSE: DNN {rating[schema.TEST]['rmse']:.4f} | damped bias {base['bias']['rmse']:.4f} | "
-            f"global mean {base['global_mean']['rmse']:.4f}"
+            f"biased MF {base['mf']['rmse']:.4f} | global mean {base['global_mean']['rmse']:.4f}"
         )
         lines.append(
-            f"ranking test NDCG@10: DNN {ranking['test']['ndcg@10']:.4f} | MostPop "
-            f"{ranking['baselines']['mostpop']['ndcg@10']:.4f} ({ranking['users']:,} users)"
+            f"ranking test NDCG@10: DNN {ranking['test']['ndcg@10']:.4f} | "
+            f"MostPop {ranked['mostpop']['ndcg@10']:.4f} | item-kNN {ranked['itemknn']['ndcg@10']:.4f} | "
+            f"EASE^R {ranked['ease']['ndcg@10']:.4f} ({ranking['users']:,} users)"
         )
     lines.append("seconds   " + "  ".join(f"{step} {s:.1f}" for step, s in summary["seconds"].items()))
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -168,6 +169,21 @@ def test_cli_rejects_a_missing_local_input_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1] == f"musicrec run: error: cannot read {tmp_path / 'absent.json.gz'}: not found"
+    assert not (tmp_path / "run").exists()  # a failure before the pipeline leaves no output directory behind
+
+
+def test_run_into_a_file_or_under_one_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["run", "--output", str(tmp_path / "afile")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"musicrec run: error: --output {tmp_path / 'afile'} is a file: give a directory "
+        "(it is created if missing)"
+    )
+    assert main(["run", "--output", str(tmp_path / "afile" / "run")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"musicrec run: error: --output {tmp_path / 'afile' / 'run'}: cannot write {tmp_path / 'afile' / 'run'}: "
+        "Not a directory"
+    )
 
 
 def test_a_docker_run_refuses_local_inputs_its_containers_cannot_see(tmp_path, small_dataset, capsys):
@@ -203,14 +219,16 @@ def test_cli_generate_writes_the_files(tmp_path):
 @pytest.mark.slow
 def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     """The console script, a generated sample, the DAG through kfp.local, summary.json."""
-    out = tmp_path / "run"
+    out, scratch = tmp_path / "run", tmp_path / "tmp"
+    scratch.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "run", "--output", str(out), "--sample-reviews", "3000",
          "--param", "blessing_min_ranking_ndcg=0", "--param", "blessing_max_rating_rmse=5",
          "--param", "blessing_min_sentiment_auc=0.5"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(scratch)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(scratch.iterdir())  # kfp.local's and Beam's temporary directories went with the run
     summary = json.loads((out / "summary.json").read_text())
     ingest = summary["ingest"]
     assert ingest["lines_read"] == 3000
@@ -236,8 +254,9 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     assert set(summary["autoencoder"]["test"]) == {"reconstruction_mse"}
     assert set(summary["autoencoder"]["baselines"]) == {"pca"}
     assert set(summary["rating"]["test"]) == {"rmse", "mae"}
-    assert set(summary["rating"]["baselines"]) == {"global_mean", "bias"}
-    assert set(summary["ranking"]["test"]) == {"hr@10", "ndcg@10"} and "mostpop" in summary["ranking"]["baselines"]
+    assert set(summary["rating"]["baselines"]) == {"global_mean", "bias", "mf"}
+    assert set(summary["ranking"]["test"]) == {"hr@10", "ndcg@10"}
+    assert set(summary["ranking"]["baselines"]) == {"mostpop", "itemknn", "ease"}
     # Relaxed thresholds (--param below): a 3,000-review sample is blessed and pushed to the run's model store.
     assert summary["blessed"] is True and all(r.startswith("pass: ") for r in summary["blessing_reasons"])
     assert summary["serving_check"]["auc"] == pytest.approx(sentiment["test"]["auc"], abs=0.002)
@@ -299,7 +318,11 @@ def test_a_failing_step_makes_musicrec_run_exit_non_zero(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1
     assert "ingest failed: no valid reviews in" in result.stdout + result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("musicrec run: error: Pipeline 'music-recommender'")
+    # The step's own cause is the last line on stderr; kfp.local's executor JSON is in the task's log only.
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"musicrec run: error: ingest failed: no valid reviews in {reviews}: all 2 lines were")
+    assert '"outputFile"' not in result.stdout + result.stderr and "Inner task failed" not in result.stderr
+    assert '"outputFile"' in (out / "logs" / "ingest.log").read_text()
     assert not (out / "summary.json").exists()
     assert not list((out / "pipeline_root").glob("*/ingest/examples"))
     assert not list((out / "pipeline_root").glob("*/preprocess"))

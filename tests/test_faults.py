@@ -357,3 +357,19 @@ def test_runs_killed_at_random_moments_leave_nothing_half_written_and_the_next_r
     assert pushed > max(int(name.split("/")[1]) for name in earlier)
     assert {f"{model}/{pushed}" for model in MODELS} <= set(final)
     assert last.left_behind() == []
+
+
+def test_scratch_of_a_process_that_is_gone_is_removed_and_a_live_ones_kept(tmp_path):
+    """A step killed outright leaves its hidden scratch; the next step that stages beside it removes it."""
+    from musicrec.io.artifacts import staging_directory
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f".examples.partial-{gone.pid}"
+    stale.mkdir()
+    (stale / "part-00000.parquet").write_bytes(b"half")
+    live = tmp_path / f".examples.partial-{os.getppid()}"
+    live.mkdir()
+    with staging_directory(tmp_path / "examples") as staging:
+        assert staging.is_dir() and not stale.exists()
+    assert not staging.exists() and live.is_dir()

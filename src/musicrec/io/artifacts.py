@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,42 @@ from musicrec.io.storage import file_sha256
 
 @contextlib.contextmanager
 def staging_directory(anchor: Path) -> Iterator[Path]:
-    """A scratch directory beside ``anchor`` (same filesystem, so publishing is a rename); always removed."""
+    """A scratch directory beside ``anchor`` (same filesystem, so publishing is a rename); always removed.
+
+    Scratch left by a process that no longer exists (one killed outright) is removed on the way in.
+    """
     anchor.parent.mkdir(parents=True, exist_ok=True)
-    staging = anchor.parent / f".{anchor.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    prefix = f".{anchor.name}.partial-"
+    for stale in anchor.parent.glob(f"{prefix}*"):
+        owner = stale.name.removeprefix(prefix)
+        if owner.isdigit() and not _alive(int(owner)):
+            _remove(stale)
+    staging = anchor.parent / f"{prefix}{os.getpid()}"
+    _remove(staging)
     staging.mkdir()
     try:
         yield staging
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path, attempts: int = 25) -> None:
+    """Remove a directory tree, again while worker processes that are stopping still write into it."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.2)
 
 
 def publish(staged: Path, target: Path) -> None:

@@ -44,21 +44,31 @@ def _load_keras(path: Path) -> keras.Model:
         raise ModelLoadError(f"cannot load a model from {path.parent}: {first_line(error)}") from None
 
 
-def load_signatures(bundle_dir: str | Path, *names: str) -> tuple[Any, ...]:
-    """The named signatures of a bundle's SavedModel, loaded once (what TF Serving would serve).
+def load_all_signatures(bundle_dir: str | Path, *required: str) -> dict[str, Any]:
+    """Every signature of a bundle's SavedModel by name, loaded once (what TF Serving would serve).
 
     Raises:
-        ModelLoadError: no SavedModel at ``bundle_dir``, or one without one of ``names``.
+        ModelLoadError: no SavedModel at ``bundle_dir``, or one without one of ``required``.
     """
     import tensorflow as tf
 
     try:
-        signatures = tf.saved_model.load(str(bundle_dir)).signatures
+        signatures = dict(tf.saved_model.load(str(bundle_dir)).signatures)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load a model from {bundle_dir}: {first_line(error)}") from None
-    missing = [name for name in names if name not in signatures]
+    missing = [name for name in required if name not in signatures]
     if missing:
         raise ModelLoadError(f"cannot load a model from {bundle_dir}: no {', '.join(missing)} signature")
+    return signatures
+
+
+def load_signatures(bundle_dir: str | Path, *names: str) -> tuple[Any, ...]:
+    """The named signatures of a bundle's SavedModel, loaded once.
+
+    Raises:
+        ModelLoadError: no SavedModel at ``bundle_dir``, or one without one of ``names``.
+    """
+    signatures = load_all_signatures(bundle_dir, *names)
     return tuple(signatures[name] for name in names)
 
 

@@ -27,6 +27,7 @@ from musicrec.models import bundles
 from musicrec.models.training import (
     ThroughputLogger,
     balanced_class_weights,
+    columns_of,
     curves,
     distribution_strategy,
     labels_of,
@@ -310,12 +311,15 @@ def train_sentiment(
         vocabulary_size(transform_graph_dir, name)
         for name in (features.REVIEW_VOCABULARY, features.SUMMARY_VOCABULARY)
     ]
-    labels = {split: labels_of(files[split], spec, features.SENTIMENT_LABEL) for split in schema.SPLITS}
+    train = columns_of(files[schema.TRAIN], spec, features.SENTIMENT_LABEL, features.REVIEW_LENGTH,
+                       features.SUMMARY_LENGTH)  # fmt: skip
+    labels = {
+        split: labels_of(files[split], spec, features.SENTIMENT_LABEL) for split in (schema.EVAL, schema.TEST)
+    }
+    labels[schema.TRAIN] = train[features.SENTIMENT_LABEL]
     class_weight = balanced_class_weights(labels[schema.TRAIN])
-    lengths = [
-        labels_of(files[schema.TRAIN], spec, name) for name in (features.REVIEW_LENGTH, features.SUMMARY_LENGTH)
-    ]
-    text_share = float(np.mean(lengths[0] + lengths[1] > 0)) if len(lengths[0]) else 0.0
+    has_text = train[features.REVIEW_LENGTH] + train[features.SUMMARY_LENGTH] > 0
+    text_share = float(np.mean(has_text)) if len(has_text) else 0.0
     if text_share == 0.0:
         # Rating-only data: nothing to learn from, so learn the train prior (balanced weights would push every
         # prediction to the minority class), and evaluate does not gate the blessing on sentiment.

@@ -73,11 +73,17 @@ def make_dataset(
     return dataset.map(lambda row: ({name: row[name] for name in inputs}, row[label])).prefetch(tf.data.AUTOTUNE)
 
 
-def labels_of(files: list[str], spec: dict[str, Any], label: str) -> np.ndarray:
-    """Every value of one label feature of a split, in file order (small: one number a row)."""
+def columns_of(files: list[str], spec: dict[str, Any], *names: str) -> dict[str, np.ndarray]:
+    """Every value of some scalar features of a split, in file order, in one read (small: a number a row each)."""
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65_536)
-    parsed = dataset.map(lambda records: tf.io.parse_example(records, {label: spec[label]})[label])
-    return np.concatenate([batch.numpy() for batch in parsed]) if files else np.empty(0)
+    parsed = dataset.map(lambda records: tf.io.parse_example(records, {name: spec[name] for name in names}))
+    batches = [{name: batch[name].numpy() for name in names} for batch in parsed] if files else []
+    return {name: np.concatenate([b[name] for b in batches]) if batches else np.empty(0) for name in names}
+
+
+def labels_of(files: list[str], spec: dict[str, Any], label: str) -> np.ndarray:
+    """Every value of one label feature of a split, in file order."""
+    return columns_of(files, spec, label)[label]
 
 
 def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:

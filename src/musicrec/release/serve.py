@@ -126,9 +126,7 @@ class SignatureModel(kserve.Model):
 
     def load(self) -> bool:
         """Load the SavedModel's signatures once (a missing or broken model fails the server's start)."""
-        (default,) = bundles.load_signatures(self.served.version_dir, DEFAULT_SIGNATURE)
-        self.signatures = dict(tf.saved_model.load(str(self.served.version_dir)).signatures)
-        self.signatures[DEFAULT_SIGNATURE] = default
+        self.signatures = bundles.load_all_signatures(self.served.version_dir, DEFAULT_SIGNATURE)
         log.info("serving %s from %s (signatures: %s)", self.name, self.served.version_dir,
                  ", ".join(sorted(self.signatures)))  # fmt: skip
         self.ready = True

@@ -12,13 +12,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers import read_lines, read_records
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from musicrec import schema
 from musicrec.data.ingest import InvalidLineError, assign_splits, ingest, parse_metadata, parse_review
 from musicrec.data.text import normalize
 from musicrec.errors import IngestError
+from musicrec.io.storage import GZIP_MAGIC
 from musicrec.settings import IngestSettings
 
 VALID = {
@@ -341,10 +342,18 @@ _ANY_LINE = st.one_of(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(_ANY_LINE, min_size=1, max_size=30))
+@example(lines=[GZIP_MAGIC + b"\x00", line()])
 def test_any_byte_lines_are_all_accounted_for_and_every_valid_review_kept(lines, small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("property")
     reviews = out / "reviews.json"
     reviews.write_bytes(b"\n".join(lines) + b"\n")
+    if lines[0].startswith(GZIP_MAGIC):
+        # A file is read as gzip when it starts with the gzip magic; one that is not gzip is refused whole.
+        with pytest.raises(IngestError, match=r"cannot read .*reviews\.json: (corrupt|truncated) gzip"):
+            ingest(str(reviews), str(small_dataset.metadata_path), out / "examples", out / "q.jsonl.gz",
+                   out / "report.json")  # fmt: skip
+        assert not (out / "examples").exists()
+        return
     valid = []
     for raw in lines:
         try:

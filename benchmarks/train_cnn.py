@@ -17,7 +17,7 @@ from pathlib import Path
 import keras  # Keras 3 before anything imports tensorflow_transform
 
 from musicrec import features, schema
-from musicrec.models.sentiment import TEXT_INPUTS, build_cnn
+from musicrec.models.sentiment import NGRAM_BUCKETS, TEXT_INPUTS, build_cnn, build_linear
 from musicrec.models.training import (
     distribution_strategy,
     make_dataset,
@@ -43,9 +43,11 @@ def main() -> None:
     spec = transformed_feature_spec(root / "graph")
     sizes = [vocabulary_size(root / "graph", n) for n in (features.REVIEW_VOCABULARY, features.SUMMARY_VOCABULARY)]
     files = split_files(root / "transformed", schema.TRAIN)
-    data = make_dataset(files, spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, settings.seed)
+    data = make_dataset(
+        files, spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, settings.seed, trim_padding=True
+    )
     with distribution_strategy().scope():
-        model = build_cnn(*sizes, settings)
+        model = build_cnn(*sizes, settings, build_linear(*sizes, NGRAM_BUCKETS, "ngram_linear"))
         model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="binary_crossentropy")
     model.fit(data.take(_WARMUP_STEPS), epochs=1, verbose=0)
     started = time.monotonic()

@@ -21,6 +21,7 @@ def preprocess(
     summary_vocabulary_size: int,
     min_token_frequency: int,
     max_review_tokens: int,
+    review_tail_tokens: int,
     max_summary_tokens: int,
 ) -> None:
     """Normalize review text with NLTK in Beam, then fit tf.Transform on train and transform every split.

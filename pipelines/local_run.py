@@ -296,11 +296,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         test, base = sentiment[schema.TEST], sentiment["baselines"]
         lines.append(
             f"sentiment test: CNN accuracy {test['accuracy']:.3f} AUC {test['auc']:.3f} | bag-of-words "
-            f"{base['bow_linear']['accuracy']:.3f} / {base['bow_linear']['auc']:.3f} | majority "
+            f"{base['bow_linear']['accuracy']:.3f} / {base['bow_linear']['auc']:.3f} | n-gram "
+            f"{base['ngram_linear']['accuracy']:.3f} / {base['ngram_linear']['auc']:.3f} | majority "
             f"{base['majority']['accuracy']:.3f}"
         )
     autoencoder = summary.get("autoencoder")
-    if autoencoder:
+    if autoencoder and "note" in autoencoder:
+        lines.append(f"autoencoder: {autoencoder['note']}")
+    elif autoencoder:
         lines.append(
             f"autoencoder test reconstruction MSE {autoencoder[schema.TEST]['reconstruction_mse']:.4f} | PCA "
             f"{autoencoder['baselines']['pca']['reconstruction_mse']:.4f}"

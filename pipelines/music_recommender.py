@@ -52,6 +52,7 @@ def music_recommender(
     preprocess_summary_vocabulary_size: int = TransformSettings.summary_vocabulary_size,
     preprocess_min_token_frequency: int = TransformSettings.min_token_frequency,
     preprocess_max_review_tokens: int = TransformSettings.max_review_tokens,
+    preprocess_review_tail_tokens: int = TransformSettings.review_tail_tokens,
     preprocess_max_summary_tokens: int = TransformSettings.max_summary_tokens,
     cnn_embedding_dim: int = CnnSettings.embedding_dim,
     cnn_filters: int = CnnSettings.filters,

@@ -89,7 +89,9 @@ def small_preprocessed(small_dataset: GeneratedFiles, tmp_path_factory: pytest.T
     out = tmp_path_factory.mktemp("small_preprocessed")
     ingest(str(small_dataset.reviews_path), str(small_dataset.metadata_path), out / "examples",
            out / "quarantine.jsonl.gz", out / "report.json")  # fmt: skip
-    settings = TransformSettings(min_token_frequency=2, max_review_tokens=48, max_summary_tokens=8)
+    settings = TransformSettings(
+        min_token_frequency=2, max_review_tokens=48, review_tail_tokens=16, max_summary_tokens=8
+    )
     preprocess(out / "examples", out / "transformed", out / "graph", out / "preprocess.json", settings=settings)
     return {"examples": out / "examples", "transformed": out / "transformed", "graph": out / "graph"}
 

@@ -30,6 +30,16 @@ def test_pca_baseline_is_exact_at_full_rank_and_total_variance_at_zero():
     assert pca_reconstruction_mse(train, {"test": test}, 0)["test"] == pytest.approx(np.mean(centred**2))
 
 
+def test_pca_error_is_measured_on_the_columns_asked_for():
+    rng = np.random.default_rng(1)
+    train, test = rng.normal(size=(200, 4)), rng.normal(size=(50, 4))
+    train[:, 3], test[:, 3] = 0.0, 5.0  # constant in train; far off in test
+    measured = np.array([True, True, True, False])
+    error = pca_reconstruction_mse(train, {"test": test}, 1, measured)["test"]
+    full = pca_reconstruction_mse(train, {"test": test}, 1)["test"]
+    assert full > 6 > error > 0  # the constant column's 25 per row counts only when it is measured
+
+
 @pytest.fixture(scope="module")
 def trained(small_preprocessed, small_cnn, tmp_path_factory):
     out = tmp_path_factory.mktemp("autoencoder")

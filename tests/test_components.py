@@ -37,7 +37,9 @@ from musicrec.settings import (
     TransformSettings,
 )
 
-TRANSFORM = TransformSettings(min_token_frequency=2, max_review_tokens=48, max_summary_tokens=8)
+TRANSFORM = TransformSettings(
+    min_token_frequency=2, max_review_tokens=48, review_tail_tokens=16, max_summary_tokens=8
+)
 CNN = small_cnn_settings()
 AUTOENCODER = AutoencoderSettings(bottleneck=4, hidden_units=(16,), batch_size=128, epochs=2, seed=3)
 RATING = RatingSettings(hidden_units=(8,), batch_size=256, epochs=1, text_tokens=50, text_dims=4, ranking_users=20,
@@ -245,7 +247,13 @@ def test_train_cnn_exports_the_model_and_shows_its_scores_beside_the_baselines(c
     report = read_json(cnn["report"])
     assert (Path(cnn["model"].path) / "saved_model.pb").is_file()
     values = cnn["metrics"].metadata
-    assert {"eval_auc", "eval_bow_linear_auc", "eval_majority_accuracy", "eval_balanced_accuracy"} <= set(values)
+    assert {
+        "eval_auc",
+        "eval_bow_linear_auc",
+        "eval_ngram_linear_auc",
+        "eval_majority_accuracy",
+        "eval_balanced_accuracy",
+    } <= set(values)
     assert values["eval_auc"] == report["eval"]["auc"] == cnn["model"].metadata["eval_auc"]
     assert values["eval_majority_accuracy"] == report["baselines"]["eval"]["majority"]["accuracy"]
     assert set(report["test"]) >= {"accuracy", "balanced_accuracy", "auc"} and 0 <= report["test"]["auc"] <= 1

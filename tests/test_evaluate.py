@@ -76,6 +76,17 @@ def test_rating_only_data_is_blessed_on_the_recommender_without_sentiment_gates(
     assert not bless(candidate, {**SERVED, "auc": 0.5}, None, SETTINGS)[0]
 
 
+def test_ranking_is_not_gated_when_no_test_user_can_be_ranked():
+    """Every test user new (a text-only set): NDCG@10 over 0 users is no measurement, so it cannot fail the run."""
+    candidate = copy.deepcopy(card())
+    candidate["ranking"].update(users=0, test={"hr@10": 0.0, "ndcg@10": 0.0})
+    blessed, reasons = bless(candidate, SERVED, None, SETTINGS)
+    assert blessed and not any("ranking test NDCG@10" in reason for reason in reasons)
+    assert any(r.startswith("pass: no test user has train history") for r in reasons)
+    candidate["ranking"]["users"] = 1  # one rankable user with NDCG@10 0 is a measured failure
+    assert not bless(candidate, SERVED, None, SETTINGS)[0]
+
+
 def test_training_serving_skew_blocks_the_blessing():
     blessed, reasons = bless(card(), {**SERVED, "auc": 0.96}, None, SETTINGS)
     assert not blessed and any(r.startswith("FAIL: served SavedModel AUC") for r in reasons)

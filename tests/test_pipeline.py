@@ -246,7 +246,7 @@ def test_musicrec_run_end_to_end_on_a_small_sample(tmp_path):
     assert all(list((transformed / split).glob("*.tfrecord.gz")) for split in ("train", "eval", "test"))
     sentiment = summary["sentiment"]
     assert set(sentiment["test"]) == {"accuracy", "balanced_accuracy", "auc"}
-    assert set(sentiment["baselines"]) == {"majority", "bow_linear"}
+    assert set(sentiment["baselines"]) == {"majority", "bow_linear", "ngram_linear"}
     assert "sentiment test: CNN accuracy" in result.stdout
     assert next((out / "pipeline_root").glob("music-recommender-*/train-cnn/model/saved_model.pb"))
     importance = next((out / "pipeline_root").glob("music-recommender-*/train-cnn/token_importance"))

@@ -17,7 +17,9 @@ from musicrec.errors import PreprocessError
 from musicrec.settings import TransformSettings
 
 UNSEEN_TOKEN = "zyzzyvaquux"
-SETTINGS = TransformSettings(min_token_frequency=2, max_review_tokens=40, max_summary_tokens=8)
+SETTINGS = TransformSettings(
+    min_token_frequency=2, max_review_tokens=40, review_tail_tokens=10, max_summary_tokens=8
+)
 
 
 def _unseen_rows(unix_time: int) -> pa.Table:
@@ -133,6 +135,22 @@ def test_serving_without_a_rating_still_transforms(preprocessed, examples_dir):
     del row[schema.RATING]
     served = transform_rows(out / "graph", [row])
     assert served[features.REVIEW_IDS].shape == (1, SETTINGS.max_review_tokens)
+
+
+def test_a_long_review_keeps_its_first_and_last_tokens(preprocessed, examples_dir):
+    """Head and tail truncation: a review over max_review_tokens keeps its first 30 and its last 10 tokens."""
+    out, _ = preprocessed
+    row = pq.read_table(examples_dir / schema.TEST).slice(0, 1).to_pylist()[0]
+    words = [f"word{i}" for i in range(60)]  # distinct and unknown: every id is out of vocabulary
+    words[:3], words[-3:] = ["great", "album", "love"], ["terrible", "boring", "awful"]
+    long_row, cut_row = {**row, schema.REVIEW_TEXT: " ".join(words)}, {**row}
+    cut_row[schema.REVIEW_TEXT] = " ".join(words[:30] + words[-10:])
+    long_ids, cut_ids = (transform_rows(out / "graph", [r])[features.REVIEW_IDS][0] for r in (long_row, cut_row))
+    np.testing.assert_array_equal(long_ids, cut_ids)
+    oov = len(vocabulary(out, features.REVIEW_VOCABULARY)) + 1
+    assert (long_ids[-3:] != oov).all() and (long_ids[:3] != oov).all()  # the kept ends are known words
+    assert (long_ids != features.PADDING_ID).all()
+    assert transform_rows(out / "graph", [long_row])[features.REVIEW_LENGTH][0] == 60
 
 
 def test_padding_and_lengths(preprocessed):

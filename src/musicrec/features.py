@@ -26,6 +26,7 @@ INGEST_COLUMNS_READ = (
 # --- transformed features (inputs of the models) ------------------------------------------------------
 REVIEW_IDS = "review_token_ids"  # int64[max_review_tokens]: 0 padding, 1..V vocabulary, V+1 out of vocabulary
 SUMMARY_IDS = "summary_token_ids"  # int64[max_summary_tokens], same coding
+TOKEN_SEQUENCES = (REVIEW_IDS, SUMMARY_IDS)  # padding only ever trails a sequence's tokens
 REVIEW_LENGTH = "review_token_count"  # tokens before truncation
 SUMMARY_LENGTH = "summary_token_count"
 USER_INDEX = "user_index"  # 0..U-1 train users, U for a user unseen in train

@@ -7,7 +7,7 @@ name its keys so a change shows in one place. Splits are keyed ``eval`` and ``te
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 Scores = dict[str, float]  # metric name -> value, e.g. {"rmse": 0.97, "mae": 0.65}
 
@@ -33,9 +33,12 @@ class SentimentReport(ModelReport):
 
 
 class AutoencoderReport(ModelReport):
-    """train_autoencoder's report; baselines are ``pca``."""
+    """train_autoencoder's report; baselines are ``pca``; errors are over the inputs that vary in train."""
 
     input_width: int
+    varying_inputs: int  # input columns not constant in train
+    train_text_share: float
+    note: NotRequired[str]  # set when the inputs cannot carry a result (no text, nothing varies)
 
 
 class RankingReport(TypedDict):

@@ -45,13 +45,19 @@ def make_preprocessing_fn(settings: TransformSettings) -> Any:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    def token_ids(text: tf.Tensor, top_k: int, length: int, vocabulary: str) -> tuple[tf.Tensor, tf.Tensor]:
+    def token_ids(
+        text: tf.Tensor, top_k: int, length: int, tail: int, vocabulary: str
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         tokens = tf.strings.split(text)
         vocab = tft.vocabulary(
             tokens, top_k=top_k, frequency_threshold=settings.min_token_frequency, vocab_filename=vocabulary
         )
+        # A longer text keeps its first length - tail tokens and its last tail ones.
+        kept = tokens[:, : length - tail]
+        if tail:
+            kept = tf.concat([kept, tokens[:, length - tail :][:, -tail:]], axis=1)
         # Shift by one so 0 is padding: 1..V are vocabulary tokens, V+1 is out of vocabulary.
-        ids = tft.apply_vocabulary(tokens[:, :length], vocab, num_oov_buckets=1) + 1
+        ids = tft.apply_vocabulary(kept, vocab, num_oov_buckets=1) + 1
         return ids.to_tensor(default_value=features.PADDING_ID, shape=[None, length]), tokens.row_lengths()
 
     def optional_log_z(values: tf.SparseTensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -70,10 +76,11 @@ def make_preprocessing_fn(settings: TransformSettings) -> Any:
             inputs[features.REVIEW_TOKENS],
             settings.review_vocabulary_size,
             settings.max_review_tokens,
+            settings.review_tail_tokens,
             features.REVIEW_VOCABULARY,
         )
         out[features.SUMMARY_IDS], out[features.SUMMARY_LENGTH] = token_ids(
-            inputs[features.SUMMARY_TOKENS], settings.summary_vocabulary_size, settings.max_summary_tokens,
+            inputs[features.SUMMARY_TOKENS], settings.summary_vocabulary_size, settings.max_summary_tokens, 0,
             features.SUMMARY_VOCABULARY,
         )  # fmt: skip
         out[features.USER_INDEX] = tft.compute_and_apply_vocabulary(

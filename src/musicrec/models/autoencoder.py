@@ -49,14 +49,18 @@ def review_table(
     """Everything the autoencoder and the rating model need of each review in ``files``, in one pass.
 
     Returns NumPy arrays: ``representation`` (CNN review code + item metadata), ``sentiment`` (the CNN's
-    positive probability), ``rating``, and the user and item indices.
+    positive probability), ``rating``, ``has_text`` (any review or summary token), and the user and item indices.
     """
     outputs = [cnn.get_layer(REVIEW_CODE_LAYER).output, cnn.output]
     code_model = keras.Model(cnn.inputs, outputs)
     ids = (features.USER_INDEX, features.ITEM_INDEX)
-    dataset = make_dataset(files, spec, (*TEXT_INPUTS, *METADATA_INPUTS, *ids), features.RATING_LABEL, batch_size)
-    columns: dict[str, list] = {"representation": [], "sentiment": [], "rating": [], **{name: [] for name in ids}}
+    dataset = make_dataset(files, spec, (*TEXT_INPUTS, *METADATA_INPUTS, *ids), features.RATING_LABEL, batch_size,
+                           trim_padding=True)  # fmt: skip
+    columns: dict[str, list] = {"representation": [], "sentiment": [], "rating": [], "has_text": [],
+                                **{name: [] for name in ids}}  # fmt: skip
     for inputs, rating in dataset:
+        columns["has_text"].append(np.any([(inputs[name].numpy() != features.PADDING_ID).any(axis=1)
+                                           for name in TEXT_INPUTS], axis=0))  # fmt: skip
         codes, positive = code_model({name: inputs[name] for name in TEXT_INPUTS}, training=False)
         metadata = tf.stack([tf.cast(inputs[name], tf.float32) for name in METADATA_INPUTS], axis=1)
         columns["representation"].append(np.concatenate([np.asarray(codes, np.float32), metadata.numpy()], axis=1))
@@ -81,16 +85,33 @@ def build_autoencoder(input_dim: int, settings: AutoencoderSettings) -> tuple[ke
     return keras.Model(inputs, output, name="autoencoder"), keras.Model(inputs, code, name="encoder")
 
 
-def pca_reconstruction_mse(train: np.ndarray, others: dict[str, np.ndarray], dimensions: int) -> dict[str, float]:
-    """Mean squared reconstruction error of PCA with ``dimensions`` components fit on (centred) ``train``."""
+def pca_reconstruction_mse(
+    train: np.ndarray, others: dict[str, np.ndarray], dimensions: int, measured: np.ndarray | None = None
+) -> dict[str, float]:
+    """Mean squared reconstruction error of PCA with ``dimensions`` components fit on (centred) ``train``.
+
+    ``measured`` (a boolean mask of columns) limits the error to those columns, as the autoencoder's is.
+    """
     mean = train.mean(axis=0)
     _, _, components = np.linalg.svd(train - mean, full_matrices=False)
     basis = components[:dimensions]
+    measured = np.ones(train.shape[1], bool) if measured is None else measured
     errors = {}
     for split, data in others.items():
         centred = data - mean
-        errors[split] = float(np.mean((centred - centred @ basis.T @ basis) ** 2))
+        residual = (centred - centred @ basis.T @ basis)[:, measured]
+        errors[split] = float(np.mean(residual**2)) if residual.size else 0.0
     return errors
+
+
+def _degenerate_input_note(text_share: float, varying_inputs: int) -> str:
+    """What a reader must know when the inputs cannot carry a result ('' when they can)."""
+    if varying_inputs == 0:
+        return ("no input varies in train (no review text, no varying metadata): there is nothing to compress, "
+                "and both reconstruction errors are 0 by construction, not a result")  # fmt: skip
+    if text_share == 0.0:
+        return "no review or summary text in train: the review codes are constant; only metadata is compressed"
+    return ""
 
 
 def projection_html(codes: np.ndarray, ratings: np.ndarray, seed: int) -> str:
@@ -139,6 +160,13 @@ def train_autoencoder(
     train_x = data[schema.TRAIN]["representation"]
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6  # train statistics only
     scaled = {split: (table["representation"] - mean) / std for split, table in data.items()}
+    # A column constant in train (every review code without text, metadata nobody has) is reconstructed
+    # perfectly by any model: the errors are measured on the columns that vary, so it cannot pass for a result.
+    varying = train_x.std(axis=0) > 1e-6
+    text_share = float(np.mean(data[schema.TRAIN]["has_text"])) if len(train_x) else 0.0
+    note = _degenerate_input_note(text_share, int(varying.sum()))
+    if note:
+        logger.warning("train_autoencoder: %s", note)
     autoencoder, encoder = build_autoencoder(train_x.shape[1], settings)
     autoencoder.compile(
         optimizer=keras.optimizers.SGD(settings.learning_rate, momentum=settings.momentum), loss="mse"
@@ -152,14 +180,19 @@ def train_autoencoder(
         verbose=0,
     )  # fmt: skip
     pca = pca_reconstruction_mse(
-        scaled[schema.TRAIN], {s: scaled[s] for s in (schema.EVAL, schema.TEST)}, settings.bottleneck
+        scaled[schema.TRAIN], {s: scaled[s] for s in (schema.EVAL, schema.TEST)}, settings.bottleneck, varying
     )
     report: dict[str, Any] = {"settings": settings.to_dict()}
     for split in (schema.EVAL, schema.TEST):
         reconstruction = autoencoder.predict(scaled[split], batch_size=4_096, verbose=0)
-        report[split] = {"reconstruction_mse": round(float(np.mean((reconstruction - scaled[split]) ** 2)), 5)}
+        error = float(np.mean((reconstruction - scaled[split])[:, varying] ** 2)) if varying.any() else 0.0
+        report[split] = {"reconstruction_mse": round(error, 5)}
     report["baselines"] = {split: {"pca": {"reconstruction_mse": round(pca[split], 5)}} for split in pca}
     report["input_width"] = int(train_x.shape[1])
+    report["varying_inputs"] = int(varying.sum())
+    report["train_text_share"] = round(text_share, 4)
+    if note:
+        report["note"] = note
     report["history"] = curves(history)
     report["seconds"] = round(time.monotonic() - started, 3)
     test_codes = encoder.predict(scaled[schema.TEST], batch_size=4_096, verbose=0)

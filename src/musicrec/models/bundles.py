@@ -39,7 +39,7 @@ ITEMS_FILE = features.ITEM_VOCABULARY
 
 def _load_keras(path: Path) -> keras.Model:
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, compile=False)  # for inference: no optimizer state to restore
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load a model from {path.parent}: {first_line(error)}") from None
 

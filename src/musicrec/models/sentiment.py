@@ -1,4 +1,4 @@
-"""train_cnn: a text CNN for review sentiment, beside the majority-class and bag-of-words linear baselines.
+"""train_cnn: a review sentiment CNN over an n-gram linear model, beside the linear and majority baselines.
 
 The model reads the transformed review and summary token ids; the exported SavedModel carries the TensorFlow
 port of the normalizer (:mod:`musicrec.data.text_graph`) and the tf.Transform graph, so it serves raw review
@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -24,6 +24,7 @@ from musicrec.data.text_graph import GraphNormalizer, read_stems
 from musicrec.errors import ModelLoadError
 from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models import bundles
+from musicrec.models.token_importance import token_importance, token_importance_html
 from musicrec.models.training import (
     ThroughputLogger,
     balanced_class_weights,
@@ -38,7 +39,6 @@ from musicrec.models.training import (
     vocabulary,
     vocabulary_size,
 )
-from musicrec.plots import figure_html, new_figure
 from musicrec.reports import SentimentReport
 from musicrec.settings import CnnSettings
 
@@ -50,53 +50,134 @@ SERVING_OUTPUT = "positive_probability"
 RAW_TEXT_INPUTS = ("review_text", "summary_text")  # what a client sends: the review as written
 
 
-def build_cnn(review_vocabulary: int, summary_vocabulary: int, settings: CnnSettings) -> keras.Model:
-    """The sentiment CNN: parallel Conv1D branches over review tokens and one over the summary.
+# The n-gram baseline's recipe, chosen on IMDB's eval split (benchmarks/sentiment_choices.py): a linear model
+# needs a larger step than the CNN and converges in a few epochs.
+NGRAM_BUCKETS = 2**18
+NGRAM_LEARNING_RATE = 0.03
+NGRAM_EPOCHS = 12
+NGRAM_PATIENCE = 2
+_BIGRAM_MULTIPLIER = 1_000_003  # a prime above any vocabulary size, so (a, b) and (b, a) hash apart
 
-    Each branch is max-over-time pooled; dropout and a small dense layer lead to a sigmoid output (float32
-    even under mixed precision).
+
+@keras.saving.register_keras_serializable(package="musicrec")
+class NgramLogit(layers.Layer):
+    """The logit of a linear model over the unigrams (and hashed bigrams) of a token-id sequence.
+
+    One weight per vocabulary id and, with ``bigram_buckets``, one per bigram bucket (a bigram is two adjacent
+    non-padding ids). The logit is the sum of the weights present divided by the square root of their count, the
+    length normalization of an L2-normalized TF-IDF vector, so short and long reviews share one scale. Padding
+    counts for nothing. Weights start at zero.
+    """
+
+    def __init__(self, vocabulary_size: int, bigram_buckets: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.bigram_buckets = bigram_buckets
+        self.unigram_weights = layers.Embedding(vocabulary_size + 2, 1, embeddings_initializer="zeros",
+                                                name="unigram_weights")  # fmt: skip
+        self.bigram_weights = (
+            layers.Embedding(bigram_buckets, 1, embeddings_initializer="zeros", name="bigram_weights")
+            if bigram_buckets else None
+        )  # fmt: skip
+
+    def build(self, input_shape: Any) -> None:
+        """Create the weight tables (Keras calls this before loading saved weights)."""
+        self.unigram_weights.build(input_shape)
+        if self.bigram_weights is not None:
+            self.bigram_weights.build(input_shape)
+
+    def call(self, ids: Any) -> Any:
+        """``ids`` (batch, length) int64 -> logits (batch, 1) float32."""
+        ops = keras.ops
+        present = ops.cast(ops.not_equal(ids, features.PADDING_ID), "float32")
+        total = ops.sum(ops.squeeze(ops.cast(self.unigram_weights(ids), "float32"), -1) * present, axis=1)
+        count = ops.sum(present, axis=1)
+        if self.bigram_weights is not None:
+            pair_present = present[:, :-1] * present[:, 1:]
+            bigrams = (ids[:, :-1] * _BIGRAM_MULTIPLIER + ids[:, 1:]) % self.bigram_buckets
+            weights = ops.squeeze(ops.cast(self.bigram_weights(bigrams), "float32"), -1)
+            total += ops.sum(weights * pair_present, axis=1)
+            count += ops.sum(pair_present, axis=1)
+        return ops.expand_dims(total / ops.sqrt(ops.maximum(count, 1.0)), -1)
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, for Keras saving."""
+        return {**super().get_config(), "vocabulary_size": self.vocabulary_size,
+                "bigram_buckets": self.bigram_buckets}  # fmt: skip
+
+
+@keras.saving.register_keras_serializable(package="musicrec")
+class PaddingMasked(layers.Layer):
+    """Zeroes a sequence's vectors at padding positions, so padding cannot change a model's output.
+
+    With the embeddings and the (ReLU) convolution outputs masked, a review scores the same however much padding
+    follows it, and training may cut each batch to its longest review (``make_dataset``'s ``trim_padding``).
+    """
+
+    def call(self, values: Any, ids: Any) -> Any:
+        """``values`` (batch, length, width) with the ``ids`` (batch, length) they came from."""
+        keep = keras.ops.cast(keras.ops.not_equal(ids, features.PADDING_ID), values.dtype)
+        return values * keras.ops.expand_dims(keep, -1)
+
+
+def _conv_codes(ids: Any, vocabulary_size: int, kernel_sizes: tuple[int, ...], settings: CnnSettings,
+                name: str) -> list[Any]:  # fmt: skip
+    """Max-over-time pooled ReLU convolutions of one text's embedded ids, one code per kernel width."""
+    embedded = PaddingMasked(name=f"{name}_masked_embedding")(
+        layers.Embedding(vocabulary_size + 2, settings.embedding_dim, name=f"{name}_embedding")(ids), ids
+    )
+    codes = []
+    for k in kernel_sizes:
+        convolved = layers.Conv1D(settings.filters, k, padding="same", activation="relu", name=f"{name}_conv_{k}")(
+            embedded
+        )
+        codes.append(layers.GlobalMaxPooling1D(name=f"{name}_pool_{k}")(
+            PaddingMasked(name=f"{name}_masked_conv_{k}")(convolved, ids)))  # fmt: skip
+    return codes
+
+
+def build_cnn(
+    review_vocabulary: int, summary_vocabulary: int, settings: CnnSettings, wide: keras.Model
+) -> keras.Model:
+    """The sentiment model: a CNN over review and summary tokens on top of a linear n-gram model (wide and deep).
+
+    The deep part runs parallel Conv1D branches over the review and one over the summary, each max-over-time
+    pooled, then dropout and a small dense layer to a logit that starts at zero. It is added to the logit of
+    ``wide`` (the trained ``ngram_linear`` baseline of :func:`build_linear`, frozen here), so training starts from
+    the n-gram model and the convolutions learn what it misses. Padding is masked, so a review scores the same
+    whatever its padded length; the output is float32 even under mixed precision.
     """
     review = keras.Input(shape=(None,), dtype="int64", name=features.REVIEW_IDS)
     summary = keras.Input(shape=(None,), dtype="int64", name=features.SUMMARY_IDS)
     # ids: 0 padding, 1..V vocabulary, V+1 out of vocabulary.
-    review_embedded = layers.Embedding(review_vocabulary + 2, settings.embedding_dim, name="review_embedding")(
-        review
-    )
-    branches = [
-        layers.GlobalMaxPooling1D(name=f"review_pool_{k}")(
-            layers.Conv1D(settings.filters, k, padding="same", activation="relu", name=f"review_conv_{k}")(
-                review_embedded
-            )
-        )
-        for k in settings.kernel_sizes
-    ]
+    branches = _conv_codes(review, review_vocabulary, settings.kernel_sizes, settings, "review")
     review_code = layers.Concatenate(name=REVIEW_CODE_LAYER)(branches) if len(branches) > 1 else branches[0]
-    summary_embedded = layers.Embedding(summary_vocabulary + 2, settings.embedding_dim, name="summary_embedding")(
-        summary
-    )
-    summary_code = layers.GlobalMaxPooling1D(name="summary_pool")(
-        layers.Conv1D(settings.filters, 2, padding="same", activation="relu", name="summary_conv")(
-            summary_embedded
-        )
-    )
+    (summary_code,) = _conv_codes(summary, summary_vocabulary, (2,), settings, "summary")
     hidden = layers.Dropout(settings.dropout, name="dropout")(layers.Concatenate()([review_code, summary_code]))
     hidden = layers.Dense(32, activation="relu", name="hidden")(hidden)
-    output = layers.Dense(1, activation="sigmoid", dtype="float32", name="positive")(hidden)
+    deep_logit = layers.Dense(1, kernel_initializer="zeros", name="deep_logit")(hidden)
+    wide_logits = []
+    for text, ids in (("review", review), ("summary", summary)):
+        ngrams = wide.get_layer(f"{text}_ngrams")
+        ngrams.trainable = False
+        wide_logits.append(ngrams(ids))
+    logit = layers.Add(dtype="float32", name="logit")([deep_logit, *wide_logits])
+    output = layers.Activation("sigmoid", dtype="float32", name="positive")(logit)
     return keras.Model({features.REVIEW_IDS: review, features.SUMMARY_IDS: summary}, output, name="sentiment_cnn")
 
 
-def build_bag_of_words(review_vocabulary: int, summary_vocabulary: int) -> keras.Model:
-    """The linear baseline: logistic regression on token counts of review and summary (same tokens as the CNN)."""
+def build_linear(review_vocabulary: int, summary_vocabulary: int, bigram_buckets: int, name: str) -> keras.Model:
+    """A linear baseline: logistic regression on the review's and the summary's unigrams (and hashed bigrams).
+
+    ``bigram_buckets`` 0 is the bag-of-words baseline, :data:`NGRAM_BUCKETS` the n-gram one.
+    """
     review = keras.Input(shape=(None,), dtype="int64", name=features.REVIEW_IDS)
     summary = keras.Input(shape=(None,), dtype="int64", name=features.SUMMARY_IDS)
-    counts = layers.Concatenate()(
-        [
-            layers.CategoryEncoding(review_vocabulary + 2, output_mode="count")(review),
-            layers.CategoryEncoding(summary_vocabulary + 2, output_mode="count")(summary),
-        ]
-    )
-    output = layers.Dense(1, activation="sigmoid", dtype="float32", name="positive")(counts)
-    return keras.Model({features.REVIEW_IDS: review, features.SUMMARY_IDS: summary}, output, name="bag_of_words")
+    texts = (("review", review_vocabulary, review), ("summary", summary_vocabulary, summary))
+    logit = layers.Add()([NgramLogit(size, bigram_buckets, name=f"{text}_ngrams")(ids) for text, size, ids in
+                          texts])  # fmt: skip
+    output = layers.Activation("sigmoid", dtype="float32", name="positive")(logit)
+    return keras.Model({features.REVIEW_IDS: review, features.SUMMARY_IDS: summary}, output, name=name)
 
 
 def classification_metrics(
@@ -196,87 +277,40 @@ def normalizer_skew(model_dir: str | Path, reviews: list[str | None], summaries:
     return differ / max(len(reviews), 1)
 
 
-def token_importance(
-    model: keras.Model, inputs: dict[str, np.ndarray], vocabularies: dict[str, list[str]], k: int = 15,
-    min_count: int = 5,
-) -> dict[str, dict[str, list]]:  # fmt: skip
-    """The most significant tokens by occlusion, measured on held-out reviews.
-
-    Each token occurrence is replaced by padding in turn; its importance is the drop in the predicted positive
-    probability, averaged over a token's occurrences (at least ``min_count``). Positive means the token pushed
-    towards a positive review, negative towards a negative one.
-
-    Args:
-        model: the sentiment CNN.
-        inputs: a sample of transformed eval rows (review and summary ids).
-        vocabularies: the review and summary vocabularies by feature name (id i is entry i-1).
-        k: tokens listed each way.
-        min_count: the fewest occurrences for a token to be listed.
-    """
-    base = model.predict(inputs, batch_size=4_096, verbose=0).reshape(-1)
-    result = {}
-    for feature, tokens in vocabularies.items():
-        ids = inputs[feature]
-        totals = np.zeros(len(tokens) + 2)
-        counts = np.zeros(len(tokens) + 2)
-        for position in range(ids.shape[1]):
-            rows = np.flatnonzero(ids[:, position] != features.PADDING_ID)
-            if rows.size == 0:
-                continue
-            occluded = {name: values[rows].copy() for name, values in inputs.items()}
-            occluded[feature][:, position] = features.PADDING_ID
-            drop = base[rows] - model.predict(occluded, batch_size=4_096, verbose=0).reshape(-1)
-            np.add.at(totals, ids[rows, position], drop)
-            np.add.at(counts, ids[rows, position], 1)
-        names = ["<pad>", *tokens, "<oov>"]
-        mean = np.where(counts >= min_count, totals / np.maximum(counts, 1), 0.0)
-        order = np.argsort(-mean, kind="stable")
-        result[feature] = {
-            "positive": [[names[i], round(float(mean[i]), 4)] for i in order[:k] if mean[i] > 0],
-            "negative": [[names[i], round(float(mean[i]), 4)] for i in order[::-1][:k] if mean[i] < 0],
-        }
-    return result
-
-
-def token_importance_html(importance: dict[str, dict[str, list]]) -> str:
-    """Bar charts of the most significant review and summary tokens (occlusion on eval), as a page."""
-    return figure_html(token_importance_figure(importance), "Most significant tokens (occlusion on eval reviews)")
-
-
-def token_importance_figure(importance: dict[str, dict[str, list]]) -> Any:
-    """Bar charts of the most significant review and summary tokens (a matplotlib figure)."""
-    figure, axes = new_figure(columns=len(importance), height=6.0)
-    for axis, (feature, sides) in zip(np.atleast_1d(axes), importance.items(), strict=True):
-        entries = sides["negative"][::-1] + sides["positive"][::-1]
-        axis.barh([token for token, _ in entries], [score for _, score in entries],
-                  color=["#c0392b" if score < 0 else "#2e86c1" for _, score in entries])  # fmt: skip
-        axis.set(title=feature.replace("_", " "), xlabel="drop in P(positive) when the token is removed")
-    return figure
-
-
 def _predict(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
     return model.predict(dataset, verbose=0).reshape(-1)
+
+
+class Recipe(NamedTuple):
+    """How a sentiment model trains: Adam's step, the most epochs, early stopping's patience on eval AUC."""
+
+    learning_rate: float
+    epochs: int
+    patience: int
+
+
+LINEAR_RECIPE = Recipe(NGRAM_LEARNING_RATE, NGRAM_EPOCHS, NGRAM_PATIENCE)  # both linear baselines
 
 
 def _fit(
     model: keras.Model,
     train: tf.data.Dataset,
     eval_: tf.data.Dataset,
-    settings: CnnSettings,
+    recipe: Recipe,
     class_weight: dict[int, float],
-    epochs: int,
+    batch_size: int,
 ) -> tuple[keras.callbacks.History, ThroughputLogger]:
     model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        optimizer=keras.optimizers.Adam(recipe.learning_rate),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
     )
-    throughput = ThroughputLogger(settings.batch_size)
-    stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=settings.patience,
+    throughput = ThroughputLogger(batch_size)
+    stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience,
                                          restore_best_weights=True)  # fmt: skip
     history = model.fit(
-        train, validation_data=eval_, epochs=epochs, class_weight=class_weight, callbacks=[stop, throughput],
-        verbose=0,
+        train, validation_data=eval_, epochs=recipe.epochs, class_weight=class_weight,
+        callbacks=[stop, throughput], verbose=0,
     )  # fmt: skip
     return history, throughput
 
@@ -329,25 +363,31 @@ def train_sentiment(
 
     def data(split: str, shuffle: bool = False) -> tf.data.Dataset:
         seed = settings.seed if shuffle else None
-        return make_dataset(files[split], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, seed)
+        return make_dataset(
+            files[split], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, seed, trim_padding=True
+        )
 
     strategy = distribution_strategy()
-    with strategy.scope():
-        cnn = build_cnn(*sizes, settings)
-        bag = build_bag_of_words(*sizes)
     logger.info("train_cnn: %s train rows on %s, class weights %s", f"{len(labels[schema.TRAIN]):,}",
                 type(strategy).__name__, class_weight)  # fmt: skip
-    history, throughput = _fit(cnn, data(schema.TRAIN, True), data(schema.EVAL), settings, class_weight,
-                               settings.epochs)  # fmt: skip
-    logger.info("bag-of-words baseline")
-    _fit(bag, data(schema.TRAIN, True), data(schema.EVAL), settings, class_weight, settings.epochs)
+    with strategy.scope():
+        linear = {name: build_linear(*sizes, buckets, name)
+                  for name, buckets in (("bow_linear", 0), ("ngram_linear", NGRAM_BUCKETS))}  # fmt: skip
+    for name, model in linear.items():
+        logger.info("train_cnn: %s baseline", name)
+        _fit(model, data(schema.TRAIN, True), data(schema.EVAL), LINEAR_RECIPE, class_weight, settings.batch_size)
+    with strategy.scope():
+        cnn = build_cnn(*sizes, settings, wide=linear["ngram_linear"])
+    logger.info("train_cnn: the CNN over the n-gram model")
+    cnn_recipe = Recipe(settings.learning_rate, settings.epochs, settings.patience)
+    history, throughput = _fit(cnn, data(schema.TRAIN, True), data(schema.EVAL), cnn_recipe, class_weight,
+                               settings.batch_size)  # fmt: skip
 
     majority = int(np.bincount(labels[schema.TRAIN].astype(int)).argmax())
     report: dict[str, Any] = {"settings": settings.to_dict(), "train_text_share": round(text_share, 4)}
     for split in (schema.EVAL, schema.TEST):
         truth = labels[split]
         cnn_probabilities = _predict(cnn, data(split))
-        bag_probabilities = _predict(bag, data(split))
         report[split] = classification_metrics(truth, cnn_probabilities)
         report[split]["confusion_matrix"] = metrics.confusion_matrix(truth, cnn_probabilities >= 0.5)
         fpr, tpr, thresholds = metrics.roc_curve(truth, cnn_probabilities)
@@ -356,8 +396,9 @@ def train_sentiment(
         report.setdefault("baselines", {})[split] = {
             "majority": {"accuracy": round(metrics.accuracy(truth, np.full(len(truth), majority)), 4),
                          "balanced_accuracy": 0.5, "auc": 0.5},
-            "bow_linear": classification_metrics(truth, bag_probabilities),
         }  # fmt: skip
+        for name, model in linear.items():
+            report["baselines"][split][name] = classification_metrics(truth, _predict(model, data(split)))
     report["history"] = curves(history)
     report["train_examples_per_second"] = round(float(np.mean(throughput.rates)), 1) if throughput.rates else 0.0
     sample, _ = next(iter(make_dataset(files[schema.EVAL], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, 1_000)))
@@ -390,7 +431,8 @@ def ui_metrics(report: SentimentReport) -> dict[str, float]:
     values = {}
     for name in ("accuracy", "balanced_accuracy", "auc"):
         values[f"eval_{name}"] = evaluation[name]
-        values[f"eval_bow_linear_{name}"] = baselines["bow_linear"][name]
+        for baseline in ("bow_linear", "ngram_linear"):
+            values[f"eval_{baseline}_{name}"] = baselines[baseline][name]
     values["eval_majority_accuracy"] = baselines["majority"]["accuracy"]
     return values
 

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from musicrec import features
 from musicrec.errors import TrainingError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def make_dataset(
     label: str,
     batch_size: int,
     shuffle_seed: int | None = None,
+    trim_padding: bool = False,
 ) -> tf.data.Dataset:
     """Stream ``(inputs dict, label)`` batches from gzipped TFRecords; nothing is loaded whole in memory.
 
@@ -61,6 +63,8 @@ def make_dataset(
         label: the label feature.
         batch_size: rows a batch.
         shuffle_seed: shuffle (bounded buffer) with this seed; ``None`` keeps file order (evaluation).
+        trim_padding: cut each batch's token sequences to its longest one (for models that mask padding, whose
+            outputs do not depend on it): short reviews then cost what they hold, not ``max_review_tokens``.
     """
     wanted = {name: spec[name] for name in (*inputs, label)}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=1)
@@ -70,7 +74,16 @@ def make_dataset(
         lambda records: tf.io.parse_example(records, wanted), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )  # fmt: skip
-    return dataset.map(lambda row: ({name: row[name] for name in inputs}, row[label])).prefetch(tf.data.AUTOTUNE)
+    trimmed = [name for name in features.TOKEN_SEQUENCES if name in inputs] if trim_padding else []
+
+    def split_row(row: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        selected = {name: row[name] for name in inputs}
+        for name in trimmed:
+            lengths = tf.reduce_sum(tf.cast(selected[name] != features.PADDING_ID, tf.int32), axis=1)
+            selected[name] = selected[name][:, : tf.maximum(tf.reduce_max(lengths), 1)]
+        return selected, row[label]
+
+    return dataset.map(split_row).prefetch(tf.data.AUTOTUNE)
 
 
 def columns_of(files: list[str], spec: dict[str, Any], *names: str) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from musicrec import schema
-from musicrec.models.sentiment import token_importance_figure
+from musicrec.models.token_importance import token_importance_figure
 from musicrec.plots import figure_png, image_tag, new_figure
 from musicrec.release.scorecard import scorecard_rows
 from musicrec.reports import Evaluation, Scorecard

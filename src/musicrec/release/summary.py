@@ -44,7 +44,7 @@ def step_results(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     Raises:
         KeyError: a report lacks a key (written by another version).
     """
-    cnn, dnn = reports[TRAIN_CNN.name], reports[TRAIN_DNN.name]
+    cnn, autoencoder, dnn = reports[TRAIN_CNN.name], reports[TRAIN_AUTOENCODER.name], reports[TRAIN_DNN.name]
     return {
         "ingest": _picked(reports[INGEST.name], _INGEST_KEYS),
         "preprocess": _picked(reports[PREPROCESS.name], _PREPROCESS_KEYS),
@@ -53,7 +53,8 @@ def step_results(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             "train_examples_per_second": cnn["train_examples_per_second"],
             "train_text_share": cnn["train_text_share"],
         },
-        "autoencoder": _model_section(reports[TRAIN_AUTOENCODER.name]),
+        "autoencoder": _model_section(autoencoder)
+        | {key: autoencoder[key] for key in ("varying_inputs", "note") if key in autoencoder},
         "rating": _model_section(dnn) | {"test_by_user": dnn["test_by_user"]},
         "ranking": dnn["ranking"],
     }

@@ -67,7 +67,8 @@ class InBatchLogits(layers.Layer):
     Another row of the same item is not a negative: its logit is masked.
     """
 
-    def call(self, users: Any, items: Any, item_index: Any, log_q: Any) -> Any:  # noqa: D102
+    def call(self, users: Any, items: Any, item_index: Any, log_q: Any) -> Any:
+        """Batch x batch logits of the batch's user and item vectors."""
         logits = ops.matmul(users, ops.transpose(items)) - log_q[None, :]
         same = ops.equal(item_index[:, None], item_index[None, :])
         diagonal = ops.equal(ops.arange(ops.shape(logits)[0])[:, None], ops.arange(ops.shape(logits)[0])[None, :])

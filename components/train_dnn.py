@@ -28,6 +28,12 @@ def train_dnn(
     negatives: int,
     text_tokens: int,
     text_dims: int,
+    retrieval_dim: int,
+    retrieval_batch_size: int,
+    retrieval_l2: float,
+    retrieval_learning_rate: float,
+    retrieval_epochs: int,
+    retrieval_candidates: int,
     ranking_users: int,
     seed: int,
 ) -> None:

@@ -294,7 +294,7 @@ def test_train_autoencoder_exports_the_encoder_and_shows_pca_beside_it(autoencod
 def test_train_dnn_exports_the_bundle_and_shows_rating_and_ranking_beside_baselines(rated):
     report = read_json(rated["report"])
     bundle = Path(rated["model"].path)
-    for name in ("saved_model.pb", "rating_model.keras", "history.npz", "users", "items"):
+    for name in ("saved_model.pb", "rating_model.keras", "history.npz", "ranker.npz", "users", "items"):
         assert (bundle / name).is_file(), name
     values = rated["metrics"].metadata
     assert values["eval_rmse"] == report["eval"]["rmse"] == rated["model"].metadata["eval_rmse"]

@@ -30,7 +30,8 @@ from musicrec.models.recommender.history import (
 )
 from musicrec.models.recommender.negatives import implicit_pairs, sample_negatives
 from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT, build_rating_model
-from musicrec.models.recommender.ranking import all_items_inputs, ranking_score, top_items
+from musicrec.models.recommender.ranking import top_items
+from musicrec.models.recommender.rerank import Ranker
 from musicrec.models.recommender.serving import recommend
 from musicrec.models.recommender.text_codes import fit_text_projection, text_codes
 
@@ -77,17 +78,6 @@ def test_train_pairs_leave_their_own_review_out():
         assert np.allclose(changed[row], loo[row])
         same_user = (train["users"] == train["users"][row]) & (np.arange(len(train["users"])) != row)
         assert all(not np.allclose(changed[other], loo[other]) for other in np.flatnonzero(same_user))
-
-
-def test_all_items_inputs_equal_pair_inputs_of_the_same_pairs():
-    """The ranking's fast path (each half built once, then repeated) builds exactly what pair_inputs builds."""
-    history, _ = toy_history(codes=np.random.default_rng(3).normal(size=(5, 2)))
-    users = np.array([2, 0, 3])  # user 3 has no train review
-    fast = all_items_inputs(history, users, 3)
-    slow = pair_inputs(history, np.repeat(users, 3), np.tile(np.arange(3), 3))
-    assert set(fast) == set(slow)
-    for name in slow:
-        assert np.array_equal(fast[name], slow[name]), name
 
 
 def test_damped_bias_baseline_by_hand():
@@ -214,6 +204,10 @@ def test_report_holds_rating_and_ranking_beside_baselines(small_recommender):
     )
     assert ranking["baselines"]["mostpop"]["hr@10"] > 0
     assert ranking["baseline_settings"]["ease"]["lambda"] in EASE_LAMBDAS
+    # The retrieval stage alone is reported beside the blend, whose weights (picked on eval) sum to 1.
+    assert set(ranking["two_tower"]) == {"hr@10", "ndcg@10"}
+    assert ranking["settings"]["candidates"] == SETTINGS.retrieval_candidates
+    assert sum(ranking["settings"]["blend"].values()) == pytest.approx(1.0)
 
 
 def toy_catalogue() -> tuple[History, Catalogue]:
@@ -302,49 +296,43 @@ def test_recommend_never_returns_a_reviewed_item_even_when_k_exceeds_what_is_lef
     assert not seen & {asin for asin, _ in everything.items}
 
 
-def test_recommend_ranks_by_the_measured_interaction_score(small_recommender):
-    """The CLI's recommendations follow the same score as the report's HR@10 / NDCG@10."""
-
+def test_recommend_ranks_as_the_measured_python_ranking(small_recommender):
+    """The CLI's recommendations (the SavedModel's recommend signature) are the report's ranking, in its order."""
     out, _ = small_recommender
-    users = (out / "model" / features.USER_VOCABULARY).read_text().splitlines()
-    items = (out / "model" / features.ITEM_VOCABULARY).read_text().splitlines()
-    history = History.from_arrays(bundles.load_recommender(out / "model").history)
-    model = bundles.load_recommender(out / "model").model
-    user = int(np.argmax(history.user_count[: len(users)]))
-    pairs = pair_inputs(history, np.full(len(items), user), np.arange(len(items)))
-    predicted = model.predict(pairs, verbose=0)
-    probability = predicted[INTERACTION_OUTPUT].reshape(-1)
-    assert np.array_equal(ranking_score(predicted), probability.astype(np.float64))
-    expected = top_items(probability, history.train_items(user), 5)
-    recommended = recommend(out / "model", users[user], k=5).items
-    assert [asin for asin, _ in recommended] == [items[i] for i in expected]
-    rating = predicted[RATING_OUTPUT].reshape(-1)
-    assert [score for _, score in recommended] == pytest.approx([float(rating[i]) for i in expected], abs=2e-3)
+    bundle = bundles.load_recommender(out / "model")
+    history = History.from_arrays(bundle.history)
+    ranker = Ranker.from_arrays(bundle.ranker, history, bundle.model)
+    assert sum(ranker.weights) == pytest.approx(1.0)
+    by_reviews = np.argsort(-history.user_count[: len(bundle.users)], kind="stable")
+    for user in by_reviews[[0, len(by_reviews) // 2]]:
+        items, _, ratings = ranker.top(ranker.retrieve(np.array([user]), 5), 5)
+        recommended = recommend(out / "model", bundle.users[user], k=5).items
+        assert [asin for asin, _ in recommended] == [bundle.items[i] for i in items[0] if i >= 0]
+        assert [score for _, score in recommended] == pytest.approx(ratings[0].tolist(), abs=2e-3)
+    # The rating is the rating head's prediction of the pair.
+    user = int(by_reviews[0])
+    items, _, ratings = ranker.top(ranker.retrieve(np.array([user]), 5), 5)
+    predicted = bundle.model.predict(pair_inputs(history, np.full(5, user), items[0]), verbose=0)
+    np.testing.assert_allclose(ratings[0], predicted[RATING_OUTPUT].reshape(-1), atol=1e-5)
 
 
 def test_the_serving_signature_takes_raw_ids_and_scores_as_training_does(small_recommender):
-    """TF Serving needs no Python: raw reviewerID / asin in, the same rating and ranking score out."""
+    """TF Serving needs no Python: raw reviewerID / asin in, the same rating and interaction score out."""
     import tensorflow as tf
-
-    from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT
-    from musicrec.models.recommender.ranking import score_all_items
 
     out, _ = small_recommender
     root = out / "model"
-    users = (root / features.USER_VOCABULARY).read_text().splitlines()
-    items = (root / features.ITEM_VOCABULARY).read_text().splitlines()
-    history = History.from_arrays(bundles.load_recommender(root).history)
-    picked = np.array([0, len(users) // 2, len(users) - 1])
-    ranking, ratings = score_all_items(bundles.load_recommender(root).model, history, picked, len(items))
+    bundle = bundles.load_recommender(root)
+    history = History.from_arrays(bundle.history)
+    users, items = bundle.users, bundle.items
+    picked = np.repeat([0, len(users) // 2, len(users)], len(items))  # the last: the out-of-vocabulary index
+    catalogue = np.tile(np.arange(len(items)), 3)
+    expected = bundle.model.predict(pair_inputs(history, picked, catalogue), batch_size=65_536, verbose=0)
     serve = tf.saved_model.load(str(root)).signatures["serving_default"]
-    served = serve(user_id=tf.constant(np.repeat([users[u] for u in picked], len(items))),
-                   item_id=tf.constant(np.tile(items, len(picked))))  # fmt: skip
-    np.testing.assert_allclose(served[RATING_OUTPUT].numpy(), ratings.ravel(), atol=1e-5)
-    np.testing.assert_allclose(served[INTERACTION_OUTPUT].numpy(), ranking.ravel(), atol=1e-5)
-    # Ids never seen in train take the out-of-vocabulary index, as history_inputs does for them.
-    unseen = serve(user_id=tf.constant(["ANOBODY"]), item_id=tf.constant([items[0]]))
-    expected, _ = score_all_items(bundles.load_recommender(root).model, history, np.array([len(users)]), 1)
-    np.testing.assert_allclose(unseen[INTERACTION_OUTPUT].numpy(), expected.ravel(), atol=1e-5)
+    served = serve(user_id=tf.constant([users[u] if u < len(users) else "ANOBODY" for u in picked]),
+                   item_id=tf.constant([items[i] for i in catalogue]))  # fmt: skip
+    for name in (RATING_OUTPUT, INTERACTION_OUTPUT):
+        np.testing.assert_allclose(served[name].numpy(), expected[name].reshape(-1), atol=1e-5)
 
 
 def test_a_tf1_style_loader_answers_the_recommend_signature(small_recommender):

@@ -46,6 +46,8 @@ class RankingReport(TypedDict):
 
     users: int
     test: Scores
+    two_tower: Scores  # the retrieval stage alone, before re-ranking
+    settings: dict[str, Any]  # candidates per user and the blend weights (picked on eval)
     baselines: dict[str, Scores]
     baseline_settings: dict[str, Any]  # EASE^R's lambda (picked on eval), the classic methods' catalogue size
 

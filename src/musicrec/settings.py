@@ -204,6 +204,16 @@ class RatingSettings(Settings):
                                "are frequent)", minimum=1)  # fmt: skip
     text_dims: int = setting(24, "width of the DNN's text codes: directions that tell the catalogue's items "
                              "apart", minimum=1)  # fmt: skip
+    retrieval_dim: int = setting(32, "width of the two-tower retrieval model's user and item vectors", minimum=1)
+    retrieval_batch_size: int = setting(1_024, "train reviews a step of the two-tower model (each row's negatives "
+                                        "are the batch's other items)", minimum=2)  # fmt: skip
+    retrieval_l2: float = setting(0.03, "L2 penalty on the two-tower model's embeddings and kernels (with the "
+                                  "DNN's 1e-4 it overfits within an epoch or two)", minimum=0.0)  # fmt: skip
+    retrieval_learning_rate: float = setting(5e-4, "Adam learning rate of the two-tower model", minimum=0.0)
+    retrieval_epochs: int = setting(20, "the most epochs of the two-tower model (early stopping on eval)",
+                                    minimum=1)  # fmt: skip
+    retrieval_candidates: int = setting(200, "items the two-tower model retrieves per user for the re-ranker",
+                                        minimum=1)  # fmt: skip
     ranking_users: int = setting(5_000, "the most test users ranked for HR@10 / NDCG@10 (a seeded sample)",
                                  minimum=1)  # fmt: skip
     seed: int = setting(42, "seeds the DNN's weights, shuffling, dropout, negative items and ranked users",

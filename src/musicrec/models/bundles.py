@@ -7,7 +7,8 @@
   standard deviation of its input (:data:`NORMALIZATION_FILE`).
 * **recommender** (train_dnn's ``model``): a SavedModel whose ``serving_default`` takes raw ``user_id`` and
   ``item_id``, with the two-head Keras model (:data:`RECOMMENDER_KERAS_FILE`), the train history arrays
-  (:data:`HISTORY_FILE`) and the user and item vocabularies (one id a line).
+  (:data:`HISTORY_FILE`), the ranker's tower vectors, EASE^R and blend weights (:data:`RANKER_FILE`) and the
+  user and item vocabularies (one id a line).
 
 Push lays each bundle out as a TF Serving version directory with :func:`serving_layout`.
 """
@@ -33,6 +34,7 @@ ENCODER_FILE = "encoder.keras"
 NORMALIZATION_FILE = "normalization.json"
 RECOMMENDER_KERAS_FILE = "rating_model.keras"
 HISTORY_FILE = "history.npz"
+RANKER_FILE = "ranker.npz"
 USERS_FILE = features.USER_VOCABULARY
 ITEMS_FILE = features.ITEM_VOCABULARY
 
@@ -120,14 +122,16 @@ class RecommenderBundle:
     history: dict[str, np.ndarray]
     users: list[str]
     items: list[str]
+    ranker: dict[str, np.ndarray]  # tower vectors, EASE^R weights and blend weights (rerank.Ranker.to_arrays)
 
 
 def save_recommender(bundle_dir: Path, model: keras.Model, history: dict[str, Any], users: list[str],
-                     items: list[str]) -> None:  # fmt: skip
-    """Write the Keras model, history arrays and vocabularies into the existing directory ``bundle_dir``."""
+                     items: list[str], ranker: dict[str, np.ndarray]) -> None:  # fmt: skip
+    """Write the Keras model, history and ranker arrays and vocabularies into the existing ``bundle_dir``."""
     root = Path(bundle_dir)
     model.save(root / RECOMMENDER_KERAS_FILE)
     np.savez_compressed(root / HISTORY_FILE, **{k: np.asarray(v) for k, v in history.items()})
+    np.savez_compressed(root / RANKER_FILE, **ranker)
     for name, ids in ((USERS_FILE, users), (ITEMS_FILE, items)):
         (root / name).write_text("".join(f"{value}\n" for value in ids))
 
@@ -137,11 +141,13 @@ def load_recommender(bundle_dir: str | Path) -> RecommenderBundle:
     root = Path(bundle_dir)
     if not (root / HISTORY_FILE).is_file():
         raise ModelLoadError(f"cannot load a model from {root}: no {HISTORY_FILE} (not a recommender bundle)")
-    with np.load(root / HISTORY_FILE) as data:
-        history = {key: data[key] for key in data.files}
-    return RecommenderBundle(_load_keras(root / RECOMMENDER_KERAS_FILE), history,
+    arrays = []
+    for name in (HISTORY_FILE, RANKER_FILE):
+        with np.load(root / name) as data:
+            arrays.append({key: data[key] for key in data.files})
+    return RecommenderBundle(_load_keras(root / RECOMMENDER_KERAS_FILE), arrays[0],
                              (root / USERS_FILE).read_text().splitlines(),
-                             (root / ITEMS_FILE).read_text().splitlines())  # fmt: skip
+                             (root / ITEMS_FILE).read_text().splitlines(), arrays[1])  # fmt: skip
 
 
 def serving_layout(bundle_dir: Path, out: Path) -> None:

@@ -53,8 +53,8 @@ def _comparison_figure(card: Scorecard) -> Any:
                                 "PCA": card["autoencoder"]["baselines"]["pca"]["reconstruction_mse"]}),
         ("Rating RMSE", {"DNN": card["rating"]["test"]["rmse"],
                          **{k: v["rmse"] for k, v in card["rating"]["baselines"].items()}}),
-        ("NDCG@10", {"DNN": card["ranking"]["test"]["ndcg@10"],
-                     "MostPop": card["ranking"]["baselines"]["mostpop"]["ndcg@10"]}),
+        ("NDCG@10", {"recommender": card["ranking"]["test"]["ndcg@10"],
+                     **{k: v["ndcg@10"] for k, v in card["ranking"]["baselines"].items()}}),
     ]  # fmt: skip
     figure, axes = new_figure(columns=len(panels), width=3.4, height=3.2)
     for axis, (title, values) in zip(axes, panels, strict=True):

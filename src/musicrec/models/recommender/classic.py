@@ -88,36 +88,60 @@ class Catalogue:
         return gram.reshape(size, size)
 
 
-def _scorer(catalogue: Catalogue, weights: np.ndarray, popularity: np.ndarray) -> Scorer:
-    """Scores from item-item ``weights``; items outside the catalogue rank after it, by popularity."""
-    fallback = (popularity / max(float(popularity.max(initial=0)), 1.0) - 2.0).astype(np.float32)
+@dataclass(frozen=True)
+class ItemItem:
+    """Scores from item-item ``weights`` over the catalogue; items outside it rank after it, by popularity."""
 
-    def score(users: np.ndarray) -> np.ndarray:
-        scores = np.tile(fallback, (len(users), 1))
-        scores[:, catalogue.items] = catalogue.rows(users) @ weights
+    catalogue: Catalogue
+    weights: np.ndarray  # catalogue x catalogue, float32
+    fallback: np.ndarray  # per catalogue item index: the score of an item outside ``catalogue``
+
+    @classmethod
+    def of(cls, catalogue: Catalogue, weights: np.ndarray, popularity: np.ndarray) -> ItemItem:
+        """Item-item scores with ``popularity`` (per catalogue item) ordering the items outside ``catalogue``."""
+        # Below any catalogue score of a user with history: popularity scaled into [-2, -1].
+        fallback = (popularity / max(float(popularity.max(initial=0)), 1.0) - 2.0).astype(np.float32)
+        return cls(catalogue, weights, fallback)
+
+    def __call__(self, users: np.ndarray) -> np.ndarray:
+        """Scores of every catalogue item for each of ``users``."""
+        scores = np.tile(self.fallback, (len(users), 1))
+        scores[:, self.catalogue.items] = self.catalogue.rows(users) @ self.weights
         return scores
 
-    return score
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of ``items`` (users x candidates) for each of ``users``, from the weights they touch only.
+
+        A user's score for an item sums the weights from their reviewed catalogue items: a gather of (history x
+        candidates) weights per user, where scoring every item would multiply by the whole weight matrix.
+        """
+        position = self.catalogue.position[items]
+        scores = self.fallback[items].astype(np.float32)
+        for row, user in enumerate(users):
+            reviewed = self.catalogue.columns[self.catalogue.indptr[user] : self.catalogue.indptr[user + 1]]
+            inside = position[row] >= 0
+            scores[row, inside] = self.weights[np.ix_(reviewed, position[row, inside])].sum(axis=0)
+        return scores
 
 
-def item_knn(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray) -> Scorer:
+def item_knn(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray) -> ItemItem:
     """Item-kNN with cosine similarity over co-reviews (no self-similarity)."""
     norms = np.sqrt(np.maximum(np.diag(gram), 1e-12))
     similarity = (gram / norms[:, None] / norms[None, :]).astype(np.float32)
     np.fill_diagonal(similarity, 0.0)
-    return _scorer(catalogue, similarity, popularity)
+    return ItemItem.of(catalogue, similarity, popularity)
 
 
-def ease(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray, l2: float) -> Scorer:
+def ease(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray, l2: float) -> ItemItem:
     """EASE^R with regularization ``l2`` (lambda)."""
     inverse = np.linalg.inv(gram + l2 * np.eye(len(gram)))
     weights = (-inverse / np.diag(inverse)[None, :]).astype(np.float32)
     np.fill_diagonal(weights, 0.0)
-    return _scorer(catalogue, weights, popularity)
+    return ItemItem.of(catalogue, weights, popularity)
 
 
 def pick_ease(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray,
-              eval_ndcg: Callable[[Scorer], float]) -> tuple[Scorer, float]:  # fmt: skip
+              eval_ndcg: Callable[[Scorer], float]) -> tuple[ItemItem, float]:  # fmt: skip
     """EASE^R with the lambda of :data:`EASE_LAMBDAS` that gives the best eval NDCG@10, and that lambda."""
     tried = {l2: ease(catalogue, gram, popularity, l2) for l2 in EASE_LAMBDAS}
     ndcg = {l2: eval_ndcg(scorer) for l2, scorer in tried.items()}

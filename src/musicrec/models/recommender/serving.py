@@ -10,27 +10,28 @@ import numpy as np
 
 from musicrec import features
 from musicrec.models import bundles
-from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, History, item_sides, user_sides
+from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, item_sides, user_sides
 from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT
 from musicrec.models.recommender.ranking import TOP_K
+from musicrec.models.recommender.rerank import Ranker
 
 SERVING_INPUTS = ("user_id", "item_id")  # the raw reviewerID and asin a client sends
 RECOMMEND_SIGNATURE = "recommend"  # user_id and k in; item_ids, scores, ratings, count, personalized out
 
 
-def export_serving_model(
-    model: keras.Model, history: History, users: list[str], items: list[str], out_dir: Path
-) -> None:
+def export_serving_model(ranker: Ranker, users: list[str], items: list[str], out_dir: Path) -> None:
     """Write a SavedModel that serves the recommender with no Python beside it (TF Serving, KServe).
 
     ``serving_default`` takes raw ``user_id`` / ``item_id`` strings, looks them up in the train vocabularies
     (unseen ids get the out-of-vocabulary index), gathers each side's train-history features, builds the pair
     features exactly as :func:`pair_inputs` does outside train, and returns both heads: ``rating`` and
-    ``interaction`` (the ranking score). ``recommend`` takes ``user_id`` and ``k`` and returns each user's top
-    ``k`` catalogue items by that score, never one they reviewed in train (``count`` says how many are real when
-    fewer are left); users without train history get the most popular items, with ``personalized`` false.
+    ``interaction``. ``recommend`` takes ``user_id`` and ``k`` and ranks as :class:`Ranker` does: the two-tower
+    candidates re-ranked by the blend, never an item the user reviewed in train (``count`` says how many are
+    real when fewer are left); users without train history get the most popular items, ``personalized`` false.
     """
     import tensorflow as tf
+
+    model, history, ease = ranker.model, ranker.history, ranker.ease
 
     n_users, n_items = len(history.user_count), len(history.item_count)
     n_known_items = len(items)  # the catalogue: every item but the out-of-vocabulary index
@@ -56,7 +57,13 @@ def export_serving_model(
                 tf.lookup.KeyValueTensorInitializer(items, tf.range(len(items), dtype=tf.int64)), n_items - 1
             )
             self.item_ids = tf.constant(items)
-            self.popularity = tf.constant(history.item_count[:n_known_items].astype(np.float32))
+            self.popularity = tf.constant(ranker.popularity)
+            self.user_vectors = tf.Variable(ranker.user_vectors, trainable=False)
+            self.item_vectors = tf.Variable(ranker.item_vectors, trainable=False)
+            self.ease_weights = tf.Variable(ease.weights, trainable=False)
+            self.ease_position = tf.constant(ease.catalogue.position, tf.int64)
+            self.ease_fallback = tf.constant(ease.fallback)
+            self.blend = tf.constant(ranker.weights, tf.float32)
             self.train_items = tf.RaggedTensor.from_row_splits(
                 tf.constant(history.user_items, tf.int64), tf.constant(history.user_items_indptr, tf.int64)
             )
@@ -78,23 +85,56 @@ def export_serving_model(
         def serve(self, user_id: tf.Tensor, item_id: tf.Tensor) -> dict[str, tf.Tensor]:
             return self._predict(self.user_table.lookup(user_id), self.item_table.lookup(item_id))
 
+        def _ease(self, seen: tf.RaggedTensor, candidates: tf.Tensor) -> tf.Tensor:
+            """EASE^R's scores of ``candidates`` (users x candidates) from each user's reviewed catalogue items."""
+            position = tf.gather(self.ease_position, seen.flat_values)
+            inside = position >= 0
+            rows = tf.scatter_nd(
+                tf.stack([tf.boolean_mask(tf.cast(seen.value_rowids(), tf.int64), inside),
+                          tf.boolean_mask(position, inside)], axis=1),
+                tf.ones([tf.reduce_sum(tf.cast(inside, tf.int32))]),
+                tf.stack([seen.nrows(), tf.cast(tf.shape(self.ease_weights)[0], tf.int64)]),
+            )  # fmt: skip
+            columns = tf.gather(self.ease_position, candidates)
+            scores = tf.gather(tf.matmul(rows, self.ease_weights), tf.maximum(columns, 0), batch_dims=1)
+            return tf.where(columns >= 0, scores, tf.gather(self.ease_fallback, candidates))
+
         def recommend(self, user_id: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
             user = self.user_table.lookup(user_id)
             batch = tf.shape(user)[0]
-            predicted = self._predict(tf.repeat(user, n_known_items),
-                                      tf.tile(tf.range(n_known_items, dtype=tf.int64), [batch]))  # fmt: skip
-            score = tf.reshape(predicted[INTERACTION_OUTPUT], [batch, n_known_items])
-            rating = tf.reshape(predicted[RATING_OUTPUT], [batch, n_known_items])
             personalized = user < n_users - 1
-            # Users without train history get the most popular items; nobody gets an item they reviewed.
+            # Retrieval: one matrix product; users without train history get the most popular items.
+            score = tf.matmul(tf.gather(self.user_vectors, user), self.item_vectors, transpose_b=True)
             score = tf.where(personalized[:, None], score, tf.broadcast_to(self.popularity, tf.shape(score)))
             seen = tf.gather(self.train_items, user)
             excluded = tf.stack([tf.cast(seen.value_rowids(), tf.int64), seen.flat_values], axis=1)
             score = tf.tensor_scatter_nd_update(score, excluded, tf.fill([tf.shape(excluded)[0]], -np.inf))
-            top = tf.math.top_k(score, k=tf.minimum(k, n_known_items))
+            retrieved = tf.math.top_k(score, k=tf.minimum(tf.maximum(k, ranker.candidates), n_known_items))
+            valid = retrieved.values > -np.inf
+            candidates = tf.where(valid, tf.cast(retrieved.indices, tf.int64), 0)
+            # Re-ranking the candidates only: the blend of standardized scores (rerank.standardize).
+            width = tf.shape(candidates)[1]
+            predicted = self._predict(tf.repeat(user, width), tf.reshape(candidates, [-1]))
+            rating = tf.reshape(predicted[RATING_OUTPUT], [batch, width])
+            mask = tf.cast(valid, tf.float32)
+            count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+
+            def standardized(values: tf.Tensor) -> tf.Tensor:
+                kept = tf.where(valid, values, 0.0)
+                mean = tf.reduce_sum(kept, axis=1, keepdims=True) / count
+                spread = tf.sqrt(tf.reduce_sum(tf.where(valid, (values - mean) ** 2, 0.0), axis=1, keepdims=True)
+                                 / count)  # fmt: skip
+                return tf.where(valid, (kept - mean) / (spread + 1e-6), 0.0)
+
+            parts = (retrieved.values, self._ease(seen, candidates),
+                     tf.reshape(predicted[INTERACTION_OUTPUT], [batch, width]))  # fmt: skip
+            blended = tf.add_n([self.blend[i] * standardized(part) for i, part in enumerate(parts)])
+            final = tf.where(valid, tf.where(personalized[:, None], blended, retrieved.values), -np.inf)
+            top = tf.math.top_k(final, k=tf.minimum(k, width))
             found = top.values > -np.inf
+            chosen = tf.gather(candidates, top.indices, batch_dims=1)
             return {
-                "item_ids": tf.where(found, tf.gather(self.item_ids, top.indices), ""),
+                "item_ids": tf.where(found, tf.gather(self.item_ids, chosen), ""),
                 "scores": top.values,
                 "ratings": tf.gather(rating, top.indices, batch_dims=1),
                 "count": tf.reduce_sum(tf.cast(found, tf.int32), axis=1),
@@ -124,10 +164,10 @@ class Recommendations:
 def recommend(model_dir: str | Path, user_id: str, k: int = TOP_K) -> Recommendations:
     """The top ``k`` items for a user through the SavedModel's ``recommend`` signature, as a client would.
 
-    Known users get the catalogue ranked by :func:`~musicrec.models.recommender.ranking.ranking_score` (as the
-    report's HR@10 / NDCG@10), users without train history the most popular items; nobody gets an item they
-    reviewed in train, so fewer than ``k`` come back when fewer are left. ``model_dir`` is train_dnn's model or a
-    pushed ``recommender`` version.
+    Known users get the catalogue ranked as the report's HR@10 / NDCG@10 measure it
+    (:class:`~musicrec.models.recommender.rerank.Ranker`), users without train history the most popular items;
+    nobody gets an item they reviewed in train, so fewer than ``k`` come back when fewer are left. ``model_dir`` is
+    train_dnn's model or a pushed ``recommender`` version.
 
     Raises:
         ModelLoadError: ``model_dir`` holds no recommender SavedModel with a ``recommend`` signature.

@@ -13,11 +13,14 @@ Two heads share those inputs:
 
 * ``rating``: the damped bias prediction plus a learned correction (MSE), clipped to 1..5.
 * ``interaction``: the probability that the user reviews the item at all (binary cross-entropy on train
-  reviews against seeded, sampled items the user did not review). Ranking by predicted rating surfaces niche
-  items that nobody reviews; recommendations and HR@10 / NDCG@10 rank by this head (:func:`ranking_score`).
+  reviews against seeded, sampled items the user did not review): one of the re-ranker's scores.
 
-Beside it: the global mean and the damped user + item bias baselines (lambda = 10) for RMSE and MAE, and
-MostPop for HR@10 / NDCG@10 on ranking every item a test user has not reviewed in train.
+Recommendations and HR@10 / NDCG@10 come from :mod:`~musicrec.models.recommender.rerank`: a two-tower model
+(:mod:`~musicrec.models.recommender.retrieval`) retrieves candidates by dot product, and a blend of its score,
+EASE^R's and the interaction head's re-ranks them.
+
+Beside it: the global mean, the damped user + item bias (lambda = 10) and biased MF baselines for RMSE and MAE,
+and MostPop, item-kNN and EASE^R for HR@10 / NDCG@10 on ranking every item a test user has not reviewed in train.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, Histo
 from musicrec.models.recommender.negatives import implicit_pairs
 from musicrec.models.recommender.network import build_rating_model
 from musicrec.models.recommender.ranking import evaluate_ranking
+from musicrec.models.recommender.rerank import Ranker
+from musicrec.models.recommender.retrieval import fit_two_tower
 from musicrec.models.recommender.serving import export_serving_model
 from musicrec.models.recommender.text_codes import fit_text_projection, read_review_tokens, text_codes
 from musicrec.models.training import (
@@ -89,8 +94,8 @@ def _errors(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
 
 def fit_and_evaluate(
     tables: dict[str, dict[str, np.ndarray]], n_known_users: int, n_known_items: int, settings: RatingSettings
-) -> tuple[keras.Model, History, dict[str, Any]]:
-    """Fit both heads on the train split (early stopping on eval); report rating and ranking beside baselines.
+) -> tuple[Ranker, dict[str, Any]]:
+    """Fit both heads and the two towers on train (early stopping on eval); report rating and ranking, baselines.
 
     Args:
         tables: per split, each review's user and item index, rating, CNN sentiment, autoencoder code and
@@ -100,7 +105,8 @@ def fit_and_evaluate(
         settings: hyperparameters.
 
     Returns:
-        The two-head model, the train history it serves with, and the report (without ``seconds``).
+        The ranker (the two-head model, the train history it serves with, tower vectors, EASE^R and the blend)
+        and the report (without ``seconds``).
     """
     seed_everything(settings.seed)
     n_users, n_items = n_known_users + 1, n_known_items + 1  # + the out-of-vocabulary index
@@ -163,9 +169,13 @@ def fit_and_evaluate(
             }}  # fmt: skip
     logger.info("train_dnn: test RMSE %s, damped bias %s, by user history %s", report[schema.TEST]["rmse"],
                 report["baselines"][schema.TEST]["bias"]["rmse"], report["test_by_user"])  # fmt: skip
-    report["ranking"] = evaluate_ranking(networks.model, history, tables, n_known_users, n_known_items, settings)
-    report["history"] = curves(fit) | {f"interaction_{k}": v for k, v in curves(implicit_fit).items()}
-    return networks.model, history, report
+    *vectors, tower_fit = fit_two_tower(history, n_known_items, triples(schema.TRAIN)[:2],
+                                        triples(schema.EVAL)[:2], settings)  # fmt: skip
+    report["ranking"], ranker = evaluate_ranking(networks.model, history, tuple(vectors), tables, n_known_users,
+                                                 n_known_items, settings)  # fmt: skip
+    report["history"] = curves(fit) | {f"interaction_{k}": v for k, v in curves(implicit_fit).items()} | {
+        f"two_tower_{k}": v for k, v in tower_fit.items()}  # fmt: skip
+    return ranker, report
 
 
 def train_rating(
@@ -214,7 +224,7 @@ def train_rating(
         text_code = text_codes(tokens[split][0], corpus_rate, projection)
         table["code"] = np.concatenate([sentiment_code, text_code], axis=1)
     logger.info("train_dnn: autoencoder and text codes done (%.0f s)", time.monotonic() - started)
-    model, history, report = fit_and_evaluate(tables, n_known_users, n_known_items, settings)
+    ranker, report = fit_and_evaluate(tables, n_known_users, n_known_items, settings)
     report["seconds"] = round(time.monotonic() - started, 3)
 
     target = Path(model_dir)
@@ -224,8 +234,9 @@ def train_rating(
             [value.decode() for value in graph.vocabulary_by_name(name)]
             for name in (features.USER_VOCABULARY, features.ITEM_VOCABULARY)
         )
-        export_serving_model(model, history, users, items, staging / "model")
-        bundles.save_recommender(staging / "model", model, history.to_arrays(), users, items)
+        export_serving_model(ranker, users, items, staging / "model")
+        bundles.save_recommender(staging / "model", ranker.model, ranker.history.to_arrays(), users, items,
+                                 ranker.to_arrays())  # fmt: skip
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         publish(staging / "model", target)
         publish(staging / "report.json", Path(report_path))

@@ -316,7 +316,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"biased MF {base['mf']['rmse']:.4f} | global mean {base['global_mean']['rmse']:.4f}"
         )
         lines.append(
-            f"ranking test NDCG@10: DNN {ranking['test']['ndcg@10']:.4f} | "
+            f"ranking test NDCG@10: recommender {ranking['test']['ndcg@10']:.4f} | two-tower alone "
+            f"{ranking['two_tower']['ndcg@10']:.4f} | "
             f"MostPop {ranked['mostpop']['ndcg@10']:.4f} | item-kNN {ranked['itemknn']['ndcg@10']:.4f} | "
             f"EASE^R {ranked['ease']['ndcg@10']:.4f} ({ranking['users']:,} users)"
         )

@@ -217,9 +217,11 @@ STEP_SCRIPT = textwrap.dedent("""
             (staging / "part-0").write_text("half of the output")
             worker = os.fork()  # inherits the step's handler, which must not make it act as the step
             if worker == 0:
+                # Said by the worker itself: a signal that arrives before Python's post-fork bookkeeping is
+                # dropped by it (it clears the flags of signals caught in between), so the test waits for this.
+                print(os.getpid(), flush=True)
                 time.sleep(60)
                 os._exit(0)
-            print(worker, flush=True)
             time.sleep(60)
             publish(staging, target)
 """)

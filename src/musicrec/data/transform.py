@@ -52,10 +52,11 @@ def make_preprocessing_fn(settings: TransformSettings) -> Any:
         vocab = tft.vocabulary(
             tokens, top_k=top_k, frequency_threshold=settings.min_token_frequency, vocab_filename=vocabulary
         )
-        # A longer text keeps its first length - tail tokens and its last tail ones.
-        kept = tokens[:, : length - tail]
-        if tail:
-            kept = tf.concat([kept, tokens[:, length - tail :][:, -tail:]], axis=1)
+        # A longer text keeps its first length - tail tokens and its last tail ones. A mask rather than a ragged
+        # concat: that one runs int64 kernels oneDNN logs an error line about on CPUs without AVX-512.
+        positions = tf.ragged.range(tokens.row_lengths())
+        from_the_end = tf.expand_dims(tokens.row_lengths(), 1) - positions
+        kept = tf.ragged.boolean_mask(tokens, (positions < length - tail) | (from_the_end <= tail))
         # Shift by one so 0 is padding: 1..V are vocabulary tokens, V+1 is out of vocabulary.
         ids = tft.apply_vocabulary(kept, vocab, num_oov_buckets=1) + 1
         return ids.to_tensor(default_value=features.PADDING_ID, shape=[None, length]), tokens.row_lengths()

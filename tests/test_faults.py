@@ -68,6 +68,15 @@ def _descendants(root: int, table: dict[int, tuple[int, int, int, str]]) -> dict
     return found
 
 
+def _signals_as_from_a_terminal() -> None:
+    """Child set-up: SIGINT with its default action, as a terminal gives it.
+
+    Tests run as a background job (``make test &``, a CI runner's shell) inherit SIGINT ignored, and the code
+    under test rightly keeps a signal its starter ignored; these tests are about the signal arriving.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """A ``musicrec run`` in a session of its own; remembers every process seen below it."""
 
@@ -78,6 +87,7 @@ class Run:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.cli", *cli, "--output", str(self.out), *arguments],
                 stdout=stdout, stderr=stderr, cwd=ROOT, start_new_session=True,
+                preexec_fn=_signals_as_from_a_terminal,
             )  # fmt: skip
         self.started = time.monotonic()
         self.seen: dict[int, int] = {}  # pid -> start time
@@ -232,8 +242,10 @@ def test_a_signal_ends_a_step_in_one_line_and_publishes_nothing(tmp_path, signum
     target = tmp_path / "out" / "examples"
     stderr = tmp_path / "stderr"
     with open(stderr, "w") as err:
-        step = subprocess.Popen([sys.executable, "-c", STEP_SCRIPT, str(target)], stdout=subprocess.PIPE,
-                                stderr=err, text=True, cwd=ROOT)  # fmt: skip
+        step = subprocess.Popen(
+            [sys.executable, "-c", STEP_SCRIPT, str(target)], stdout=subprocess.PIPE, stderr=err, text=True,
+            cwd=ROOT, preexec_fn=_signals_as_from_a_terminal,
+        )  # fmt: skip
     assert step.stdout is not None
     worker = int(step.stdout.readline())
     assert [p.name for p in target.parent.iterdir()] == [f".examples.partial-{step.pid}"]

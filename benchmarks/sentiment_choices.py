@@ -110,8 +110,7 @@ def main() -> None:
             _fit(ngrams, data, LINEAR_RECIPE, cnn_settings.batch_size)
         if model_name != "ngram_linear":
             model = build_cnn(*sizes, cnn_settings, ngrams)
-            recipe = Recipe(cnn_settings.learning_rate, cnn_settings.epochs, cnn_settings.patience)
-            _fit(model, data, recipe, cnn_settings.batch_size)
+            _fit(model, data, Recipe.of_cnn(cnn_settings), cnn_settings.batch_size)
         row = {"model": model_name, "cut": cut, "seconds": round(time.monotonic() - started, 1)}
         for split in (schema.EVAL, schema.TEST):
             inputs, labels = data[split]

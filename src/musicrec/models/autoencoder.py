@@ -99,9 +99,13 @@ def pca_reconstruction_mse(
     errors = {}
     for split, data in others.items():
         centred = data - mean
-        residual = (centred - centred @ basis.T @ basis)[:, measured]
-        errors[split] = float(np.mean(residual**2)) if residual.size else 0.0
+        errors[split] = mse_over(centred - centred @ basis.T @ basis, measured)
     return errors
+
+
+def mse_over(residual: np.ndarray, columns: np.ndarray) -> float:
+    """Mean squared ``residual`` over the ``columns`` (a boolean mask) only; 0.0 when none is selected."""
+    return float(np.mean(residual[:, columns] ** 2)) if columns.any() else 0.0
 
 
 def _degenerate_input_note(text_share: float, varying_inputs: int) -> str:
@@ -158,11 +162,12 @@ def train_autoencoder(
     cnn = bundles.load_sentiment_keras(cnn_model_dir)
     data = {split: review_table(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
     train_x = data[schema.TRAIN]["representation"]
-    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6  # train statistics only
+    spread = train_x.std(axis=0)
+    mean, std = train_x.mean(axis=0), spread + 1e-6  # train statistics only
     scaled = {split: (table["representation"] - mean) / std for split, table in data.items()}
     # A column constant in train (every review code without text, metadata nobody has) is reconstructed
     # perfectly by any model: the errors are measured on the columns that vary, so it cannot pass for a result.
-    varying = train_x.std(axis=0) > 1e-6
+    varying = spread > 1e-6
     text_share = float(np.mean(data[schema.TRAIN]["has_text"])) if len(train_x) else 0.0
     note = _degenerate_input_note(text_share, int(varying.sum()))
     if note:
@@ -185,8 +190,7 @@ def train_autoencoder(
     report: dict[str, Any] = {"settings": settings.to_dict()}
     for split in (schema.EVAL, schema.TEST):
         reconstruction = autoencoder.predict(scaled[split], batch_size=4_096, verbose=0)
-        error = float(np.mean((reconstruction - scaled[split])[:, varying] ** 2)) if varying.any() else 0.0
-        report[split] = {"reconstruction_mse": round(error, 5)}
+        report[split] = {"reconstruction_mse": round(mse_over(reconstruction - scaled[split], varying), 5)}
     report["baselines"] = {split: {"pca": {"reconstruction_mse": round(pca[split], 5)}} for split in pca}
     report["input_width"] = int(train_x.shape[1])
     report["varying_inputs"] = int(varying.sum())

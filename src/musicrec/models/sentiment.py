@@ -288,6 +288,11 @@ class Recipe(NamedTuple):
     epochs: int
     patience: int
 
+    @classmethod
+    def of_cnn(cls, settings: CnnSettings) -> Recipe:
+        """The CNN's recipe, from its settings."""
+        return cls(settings.learning_rate, settings.epochs, settings.patience)
+
 
 LINEAR_RECIPE = Recipe(NGRAM_LEARNING_RATE, NGRAM_EPOCHS, NGRAM_PATIENCE)  # both linear baselines
 
@@ -379,9 +384,8 @@ def train_sentiment(
     with strategy.scope():
         cnn = build_cnn(*sizes, settings, wide=linear["ngram_linear"])
     logger.info("train_cnn: the CNN over the n-gram model")
-    cnn_recipe = Recipe(settings.learning_rate, settings.epochs, settings.patience)
-    history, throughput = _fit(cnn, data(schema.TRAIN, True), data(schema.EVAL), cnn_recipe, class_weight,
-                               settings.batch_size)  # fmt: skip
+    history, throughput = _fit(cnn, data(schema.TRAIN, True), data(schema.EVAL), Recipe.of_cnn(settings),
+                               class_weight, settings.batch_size)  # fmt: skip
 
     majority = int(np.bincount(labels[schema.TRAIN].astype(int)).argmax())
     report: dict[str, Any] = {"settings": settings.to_dict(), "train_text_share": round(text_share, 4)}

@@ -6,6 +6,7 @@ a hit, the cut-off is :data:`TOP_K`, and items the user reviewed in train are ne
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -104,8 +105,7 @@ def evaluate_ranking(
         found = ranker.retrieve(eval_users)
         by_blend = {w: _scores(ranker.top(found, TOP_K, w)[0], eval_users, eval_relevant)["ndcg@10"]
                     for w in blend_grid()}  # fmt: skip
-        ranker = Ranker(history, *vectors, ease_scorer, model, settings.retrieval_candidates,
-                        max(by_blend, key=lambda w: by_blend[w]))  # fmt: skip
+        ranker = dataclasses.replace(ranker, weights=max(by_blend, key=lambda w: by_blend[w]))
         logger.info("re-ranking: eval NDCG@10 by blend of %s: %s; chose %s", BLEND_FEATURES, by_blend,
                     ranker.weights)  # fmt: skip
     logger.info("ranking the catalogue for %d test users", len(test_users))

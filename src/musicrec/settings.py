@@ -173,7 +173,7 @@ class AutoencoderSettings(Settings):
     hidden_units: tuple[int, ...] = setting((64, 32), "comma-separated autoencoder encoder widths, mirrored by "
                                             "the decoder")  # fmt: skip
     # On IMDB's review codes (test MSE, PCA 0.3965): 20 epochs at 0.02 gave 0.4024, 30 at 0.1 gave 0.366, 60 at
-    # 0.1 gave 0.357; 30 at 0.1 is the default for its time.
+    # 0.1 gave 0.357 (benchmarks/autoencoder_choices.py); 30 at 0.1 is the default for its time.
     learning_rate: float = setting(0.1, "autoencoder SGD learning rate", minimum=0.0)
     momentum: float = setting(0.9, "autoencoder SGD momentum", minimum=0.0, below=1.0)
     batch_size: int = setting(256, "autoencoder examples a step", minimum=1)

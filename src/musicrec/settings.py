@@ -128,9 +128,9 @@ class TransformSettings(Settings):
     summary_vocabulary_size: int = setting(5_000, "the most summary tokens in the vocabulary", minimum=1)
     min_token_frequency: int = setting(3, "tokens seen fewer times in train are out of vocabulary", minimum=1)
     # p99 of normalized review length is 58 on the generated full-scale data; real reviews run longer (IMDB's
-    # median is 95 normalized tokens, its p90 249). Head and tail 128 + 128 scored as well as the first 400
-    # tokens there (benchmarks/sentiment_choices.py); training cuts each batch to its longest review, so short
-    # reviews do not pay for the length.
+    # train median is 95 normalized tokens, its p90 249). Head and tail 128 + 128 scored nearly as well as the
+    # first 400 tokens there (benchmarks/sentiment_choices.py); training cuts each batch to its longest review,
+    # so short reviews do not pay for the length.
     max_review_tokens: int = setting(256, "review token sequences are truncated or zero-padded to this length",
                                      minimum=1)  # fmt: skip
     review_tail_tokens: int = setting(128, "of max_review_tokens, how many are the last tokens of a longer review "

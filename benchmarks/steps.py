@@ -10,36 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from process_tree import tree_rss_kib
+
 from musicrec.data.planted import FULL_SCALE_ITEMS, FULL_SCALE_REVIEWS, ITEMS_PER_REVIEW
 
 _CALL = "import sys; from musicrec.progress import configure_logging; configure_logging(); "
-
-
-def _tree_rss_kib(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants (from /proc), in KiB."""
-    parents, rss = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        parents[int(entry)] = int(fields["PPid"])
-        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0])
-    tree, frontier = {root}, [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
-        tree.update(children)
-        frontier = children
-    return sum(rss.get(pid, 0) for pid in tree)
 
 
 def measure(command: list[str]) -> dict[str, float]:
@@ -52,7 +32,7 @@ def measure(command: list[str]) -> dict[str, float]:
     process = subprocess.Popen(command)
     peak = 0
     while process.poll() is None:
-        peak = max(peak, _tree_rss_kib(process.pid))
+        peak = max(peak, tree_rss_kib(process.pid))
         time.sleep(0.5)
     seconds = time.monotonic() - started
     if process.returncode != 0:

@@ -23,6 +23,7 @@ def train_autoencoder(
     momentum: float,
     batch_size: int,
     epochs: int,
+    epoch_examples: int,
     patience: int,
     seed: int,
 ) -> None:

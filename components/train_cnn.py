@@ -24,6 +24,7 @@ def train_cnn(
     learning_rate: float,
     batch_size: int,
     epochs: int,
+    epoch_examples: int,
     patience: int,
     seed: int,
 ) -> None:

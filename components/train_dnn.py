@@ -24,6 +24,7 @@ def train_dnn(
     learning_rate: float,
     batch_size: int,
     epochs: int,
+    epoch_examples: int,
     patience: int,
     negatives: int,
     text_tokens: int,

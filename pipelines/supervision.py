@@ -149,7 +149,7 @@ class TaskFailure:
     traceback: str
 
 
-def _task_name(command: list[str]) -> str:
+def task_of_command(command: list[str]) -> str:
     """The KFP task a command runs (``train-cnn``): the directory its executor output goes to."""
     try:
         executor_input = json.loads(command[command.index("--executor_input") + 1])
@@ -220,7 +220,7 @@ class TaskRunner:
             assert process.stdout is not None
             return _ProcessTask(process), process.stdout, process.wait
 
-        return self._follow(_task_name(full_command), start)
+        return self._follow(task_of_command(full_command), start)
 
     def run_container(
         self, client: Any, image: str, command: list[str], volumes: dict[str, Any], **run_args: Any
@@ -251,7 +251,7 @@ class TaskRunner:
 
             return _ContainerTask(container), lines(), wait
 
-        return self._follow(_task_name(command), start)
+        return self._follow(task_of_command(command), start)
 
     def _follow(self, task: str, start: Callable[[], tuple[_Task, Iterable[str], Callable[[], int]]]) -> int:
         """Start a task, copy its output to its log (and the terminal), and return its exit code."""

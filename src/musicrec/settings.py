@@ -159,6 +159,12 @@ class CnnSettings(Settings):
     learning_rate: float = setting(2e-3, "Adam learning rate of the CNN", minimum=0.0)
     batch_size: int = setting(256, "CNN examples a step", minimum=1)
     epochs: int = setting(3, "the most CNN epochs (early stopping on eval AUC may stop sooner)", minimum=1)
+    epoch_examples: int = setting(
+        400_000,
+        "the most train examples the CNN and its linear baselines read an epoch; evaluation and "
+        "early stopping follow, and the next epoch goes on from there (0: a whole pass over train)",
+        minimum=0,
+    )
     patience: int = setting(1, "CNN epochs without a better eval AUC before training stops", minimum=1)
     seed: int = setting(42, "seeds the CNN's weights, shuffling and dropout", minimum=0)
 
@@ -179,6 +185,12 @@ class AutoencoderSettings(Settings):
     batch_size: int = setting(256, "autoencoder examples a step", minimum=1)
     epochs: int = setting(30, "the most autoencoder epochs (early stopping on eval reconstruction error)",
                           minimum=1)  # fmt: skip
+    epoch_examples: int = setting(
+        400_000,
+        "the most train examples the autoencoder reads an epoch; evaluation and early stopping "
+        "follow, and the next epoch goes on from there (0: a whole pass over train)",
+        minimum=0,
+    )
     patience: int = setting(2, "autoencoder epochs without a lower eval reconstruction error before training "
                             "stops", minimum=1)  # fmt: skip
     seed: int = setting(42, "seeds the autoencoder's weights and shuffling", minimum=0)
@@ -197,6 +209,12 @@ class RatingSettings(Settings):
     learning_rate: float = setting(2e-3, "Adam learning rate of the rating DNN", minimum=0.0)
     batch_size: int = setting(512, "rating DNN examples a step", minimum=1)
     epochs: int = setting(8, "the most epochs of each DNN head (early stopping on eval)", minimum=1)
+    epoch_examples: int = setting(
+        400_000,
+        "the most train examples each DNN head, the two-tower model and biased MF read an epoch; "
+        "evaluation and early stopping follow, and the next epoch goes on from there (0: a whole pass over train)",
+        minimum=0,
+    )
     patience: int = setting(2, "DNN epochs without a better eval loss before a head stops training", minimum=1)
     negatives: int = setting(4, "unreviewed items sampled against each train review for the DNN's ranking "
                              "(interaction) head", minimum=1)  # fmt: skip

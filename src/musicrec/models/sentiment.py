@@ -35,6 +35,7 @@ from musicrec.models.training import (
     make_dataset,
     seed_everything,
     split_files,
+    steps_per_epoch,
     transformed_feature_spec,
     vocabulary,
     vocabulary_size,
@@ -298,13 +299,9 @@ LINEAR_RECIPE = Recipe(NGRAM_LEARNING_RATE, NGRAM_EPOCHS, NGRAM_PATIENCE)  # bot
 
 
 def _fit(
-    model: keras.Model,
-    train: tf.data.Dataset,
-    eval_: tf.data.Dataset,
-    recipe: Recipe,
-    class_weight: dict[int, float],
-    batch_size: int,
-) -> tuple[keras.callbacks.History, ThroughputLogger]:
+    model: keras.Model, train: tf.data.Dataset, eval_: tf.data.Dataset, recipe: Recipe,
+    class_weight: dict[int, float], batch_size: int, steps: int | None,
+) -> tuple[keras.callbacks.History, ThroughputLogger]:  # fmt: skip
     model.compile(
         optimizer=keras.optimizers.Adam(recipe.learning_rate),
         loss="binary_crossentropy",
@@ -314,7 +311,7 @@ def _fit(
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience,
                                          restore_best_weights=True)  # fmt: skip
     history = model.fit(
-        train, validation_data=eval_, epochs=recipe.epochs, class_weight=class_weight,
+        train, validation_data=eval_, epochs=recipe.epochs, steps_per_epoch=steps, class_weight=class_weight,
         callbacks=[stop, throughput], verbose=0,
     )  # fmt: skip
     return history, throughput
@@ -366,11 +363,12 @@ def train_sentiment(
                        "positive)", float(labels[schema.TRAIN].mean()))  # fmt: skip
         class_weight = {0: 1.0, 1: 1.0}
 
+    steps = steps_per_epoch(len(labels[schema.TRAIN]), settings.batch_size, settings.epoch_examples)
+
     def data(split: str, shuffle: bool = False) -> tf.data.Dataset:
         seed = settings.seed if shuffle else None
-        return make_dataset(
-            files[split], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, seed, trim_padding=True
-        )
+        return make_dataset(files[split], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, seed,
+                            trim_padding=True, repeat=shuffle and steps is not None)  # fmt: skip
 
     strategy = distribution_strategy()
     logger.info("train_cnn: %s train rows on %s, class weights %s", f"{len(labels[schema.TRAIN]):,}",
@@ -380,12 +378,13 @@ def train_sentiment(
                   for name, buckets in (("bow_linear", 0), ("ngram_linear", NGRAM_BUCKETS))}  # fmt: skip
     for name, model in linear.items():
         logger.info("train_cnn: %s baseline", name)
-        _fit(model, data(schema.TRAIN, True), data(schema.EVAL), LINEAR_RECIPE, class_weight, settings.batch_size)
+        _fit(model, data(schema.TRAIN, True), data(schema.EVAL), LINEAR_RECIPE, class_weight, settings.batch_size,
+             steps)  # fmt: skip
     with strategy.scope():
         cnn = build_cnn(*sizes, settings, wide=linear["ngram_linear"])
     logger.info("train_cnn: the CNN over the n-gram model")
     history, throughput = _fit(cnn, data(schema.TRAIN, True), data(schema.EVAL), Recipe.of_cnn(settings),
-                               class_weight, settings.batch_size)  # fmt: skip
+                               class_weight, settings.batch_size, steps)  # fmt: skip
 
     majority = int(np.bincount(labels[schema.TRAIN].astype(int)).argmax())
     report: dict[str, Any] = {"settings": settings.to_dict(), "train_text_share": round(text_share, 4)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from musicrec.errors import TrainingError
 logger = logging.getLogger(__name__)
 
 SHUFFLE_BUFFER = 50_000  # rows held for shuffling: bounded memory whatever the corpus size
+# An epoch shortened by steps_per_epoch() may end where the train arrays do: Keras then says the input "ran out
+# of data" and starts the next epoch at their top, reshuffled, which is the intent.
+warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
 def transformed_feature_spec(transform_graph_dir: str | Path) -> dict[str, Any]:
@@ -53,6 +57,7 @@ def make_dataset(
     batch_size: int,
     shuffle_seed: int | None = None,
     trim_padding: bool = False,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Stream ``(inputs dict, label)`` batches from gzipped TFRecords; nothing is loaded whole in memory.
 
@@ -65,11 +70,14 @@ def make_dataset(
         shuffle_seed: shuffle (bounded buffer) with this seed; ``None`` keeps file order (evaluation).
         trim_padding: cut each batch's token sequences to its longest one (for models that mask padding, whose
             outputs do not depend on it): short reviews then cost what they hold, not ``max_review_tokens``.
+        repeat: start over at the end, reshuffled (for epochs shorter than a pass: :func:`steps_per_epoch`).
     """
     wanted = {name: spec[name] for name in (*inputs, label)}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=1)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
     dataset = dataset.batch(batch_size).map(
         lambda records: tf.io.parse_example(records, wanted), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
@@ -84,6 +92,18 @@ def make_dataset(
         return selected, row[label]
 
     return dataset.map(split_row).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(rows: int, batch_size: int, epoch_examples: int) -> int | None:
+    """Steps of a training epoch: ``None`` (a whole pass) unless there are more than ``epoch_examples`` ``rows``.
+
+    On a large train split an epoch then ends after about ``epoch_examples`` examples, so evaluation and early
+    stopping come as often as on a small one, and the next epoch goes on from there (Keras keeps its place in
+    arrays; a stream is repeated). 0 means always a whole pass.
+    """
+    if not epoch_examples or rows <= epoch_examples:
+        return None
+    return max(1, epoch_examples // batch_size)
 
 
 def columns_of(files: list[str], spec: dict[str, Any], *names: str) -> dict[str, np.ndarray]:

@@ -22,7 +22,9 @@ import keras
 import numpy as np
 
 from musicrec import metrics
+from musicrec.models.recommender.embeddings import LazyAdam, id_embedding
 from musicrec.models.recommender.history import History
+from musicrec.models.training import steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -153,22 +155,23 @@ def pick_ease(catalogue: Catalogue, gram: np.ndarray, popularity: np.ndarray,
 def _mf_model(n_users: int, n_items: int, factors: int, l2: float, global_mean: float) -> keras.Model:
     user = keras.Input(shape=(), dtype="int64", name="user")
     item = keras.Input(shape=(), dtype="int64", name="item")
-    regularizer = keras.regularizers.L2(l2)
     small = keras.initializers.RandomNormal(stddev=0.01)
 
     def embed(index: keras.KerasTensor, rows: int, width: int, initializer: object) -> keras.KerasTensor:
-        return keras.layers.Embedding(rows, width, embeddings_initializer=initializer,
-                                      embeddings_regularizer=regularizer)(index)  # fmt: skip
+        return id_embedding(rows, width, l2, initializer=initializer)(index)
 
     dot = keras.ops.sum(embed(user, n_users, factors, small) * embed(item, n_items, factors, small), axis=-1)
     biases = embed(user, n_users, 1, "zeros")[..., 0] + embed(item, n_items, 1, "zeros")[..., 0]
     return keras.Model({"user": user, "item": item}, dot + biases + global_mean, name="biased_mf")
 
 
-def biased_mf(train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
-              n_users: int, n_items: int, seed: int) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray],
-                                                              dict[str, float]]:  # fmt: skip
+def biased_mf(
+    train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_users: int, n_items: int, seed: int, epoch_examples: int = 0,
+) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], dict[str, float]]:  # fmt: skip
     """Biased MF fitted on ``train`` (users, items, ratings), factors and L2 picked on ``valid``'s RMSE.
+
+    ``epoch_examples`` bounds an epoch as for the DNN (:func:`~musicrec.models.training.steps_per_epoch`).
 
     Returns:
         A predictor of (users, items) -> ratings clipped to 1..5, and the chosen ``factors`` and ``l2``.
@@ -180,9 +183,10 @@ def biased_mf(train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.
         for l2 in MF_L2:
             keras.utils.set_random_seed(seed)
             model = _mf_model(n_users, n_items, factors, l2, global_mean)
-            model.compile(optimizer=keras.optimizers.Adam(MF_LEARNING_RATE), loss="mse")
+            model.compile(optimizer=LazyAdam(MF_LEARNING_RATE), loss="mse")
             model.fit({"user": users, "item": items}, ratings.astype(np.float32), batch_size=MF_BATCH,
                       epochs=MF_EPOCHS, shuffle=True, verbose=0,
+                      steps_per_epoch=steps_per_epoch(len(ratings), MF_BATCH, epoch_examples),
                       validation_data=({"user": valid[0], "item": valid[1]}, valid[2].astype(np.float32)),
                       callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=MF_PATIENCE,
                                                                restore_best_weights=True)])  # fmt: skip

@@ -8,6 +8,7 @@ import keras
 from keras import layers, regularizers
 
 from musicrec import features
+from musicrec.models.recommender.embeddings import id_embedding
 from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT
 from musicrec.settings import RatingSettings
 
@@ -42,8 +43,7 @@ def build_rating_model(n_users: int, n_items: int, history_width: int, settings:
     def tower(name: str) -> Any:
         sides = (("user", n_users, features.USER_INDEX), ("item", n_items, features.ITEM_INDEX))
         embed = {
-            side: layers.Embedding(size, settings.id_embedding_dim, embeddings_regularizer=l2,
-                                   name=f"{name}_{side}")(inputs[index])
+            side: id_embedding(size, settings.id_embedding_dim, settings.l2, f"{name}_{side}")(inputs[index])
             for side, size, index in sides
         }  # fmt: skip
         match = layers.Dot(axes=1, name=f"{name}_match")([embed["user"], embed["item"]])

@@ -16,8 +16,9 @@ import keras
 import numpy as np
 from keras import layers, ops, regularizers
 
+from musicrec.models.recommender.embeddings import LazyAdam, id_embedding
 from musicrec.models.recommender.history import History, item_sides, user_sides
-from musicrec.models.training import curves
+from musicrec.models.training import curves, steps_per_epoch
 from musicrec.settings import RatingSettings
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _tower(side: str, rows: int, side_features: np.ndarray, settings: RatingSett
     """
     l2 = regularizers.L2(settings.retrieval_l2)
     index = keras.Input(shape=(), dtype="int64", name=f"{side}_index")
-    embedded = layers.Embedding(rows, settings.retrieval_dim, embeddings_regularizer=l2, name=f"{side}_id")(index)
+    embedded = id_embedding(rows, settings.retrieval_dim, settings.retrieval_l2, f"{side}_id")(index)
     looked_up = _frozen_table(side_features, f"{side}_history")(index)
     normalized = layers.BatchNormalization(name=f"{side}_history_norm")(looked_up)
     hidden = layers.Concatenate(name=f"{side}_inputs")([embedded, normalized])
@@ -99,7 +100,7 @@ def fit_two_tower(
     log_q = keras.Input(shape=(), name="log_q")
     logits = InBatchLogits(name="logits")(user_tower(user), item_tower(item), item, log_q)
     trainer = keras.Model({"user": user, "item": item, "log_q": log_q}, logits, name="two_tower")
-    trainer.compile(optimizer=keras.optimizers.Adam(settings.retrieval_learning_rate), loss=_in_batch_softmax)
+    trainer.compile(optimizer=LazyAdam(settings.retrieval_learning_rate), loss=_in_batch_softmax)
     # An item's chance to be in a batch is its share of the train reviews.
     counts = np.bincount(train[1], minlength=n_known_items).astype(np.float64)
     log_share = np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0)).astype(np.float32)
@@ -112,6 +113,8 @@ def fit_two_tower(
     fit = trainer.fit(
         train_inputs, np.zeros(len(train_inputs["user"]), np.float32), batch_size=settings.retrieval_batch_size,
         epochs=settings.retrieval_epochs, shuffle=True, verbose=0,
+        steps_per_epoch=steps_per_epoch(len(train_inputs["user"]), settings.retrieval_batch_size,
+                                        settings.epoch_examples),
         validation_data=(valid_inputs, np.zeros(len(valid_inputs["user"]), np.float32)),
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
                                                  restore_best_weights=True)],

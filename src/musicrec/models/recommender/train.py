@@ -40,6 +40,7 @@ from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models import bundles
 from musicrec.models.autoencoder import METADATA_INPUTS, review_table
 from musicrec.models.recommender.classic import biased_mf
+from musicrec.models.recommender.embeddings import LazyAdam
 from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, History, pair_inputs
 from musicrec.models.recommender.negatives import implicit_pairs
 from musicrec.models.recommender.network import build_rating_model
@@ -53,6 +54,7 @@ from musicrec.models.training import (
     curves,
     seed_everything,
     split_files,
+    steps_per_epoch,
     transformed_feature_spec,
 )
 from musicrec.reports import RatingReport
@@ -121,11 +123,12 @@ def fit_and_evaluate(
     networks = build_rating_model(n_users, n_items, data[schema.TRAIN][HISTORY_INPUT].shape[1], settings)
     logger.info("train_dnn: %s train pairs, %d users, %d items", f"{len(train['rating']):,}", n_users, n_items)
 
-    networks.rating.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse",
+    networks.rating.compile(optimizer=LazyAdam(settings.learning_rate), loss="mse",
                             metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])  # fmt: skip
     fit = networks.rating.fit(
         data[schema.TRAIN], train["rating"], validation_data=(data[schema.EVAL], tables[schema.EVAL]["rating"]),
         batch_size=settings.batch_size, epochs=settings.epochs, shuffle=True, verbose=0,
+        steps_per_epoch=steps_per_epoch(len(train["rating"]), settings.batch_size, settings.epoch_examples),
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_rmse", patience=settings.patience,
                                                  restore_best_weights=True),
                    ThroughputLogger(settings.batch_size)],
@@ -133,11 +136,12 @@ def fit_and_evaluate(
     implicit_train = implicit_pairs(history, train, n_known_items, settings.negatives, settings.seed, True)
     implicit_eval = implicit_pairs(history, tables[schema.EVAL], n_known_items, settings.negatives,
                                    settings.seed + 1, False)  # fmt: skip
-    networks.interaction.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+    networks.interaction.compile(optimizer=LazyAdam(settings.learning_rate),
                                  loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])  # fmt: skip
     implicit_fit = networks.interaction.fit(
         *implicit_train, validation_data=implicit_eval, batch_size=settings.batch_size, epochs=settings.epochs,
         shuffle=True, verbose=0,
+        steps_per_epoch=steps_per_epoch(len(implicit_train[1]), settings.batch_size, settings.epoch_examples),
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
                                                  restore_best_weights=True),
                    ThroughputLogger(settings.batch_size)],
@@ -147,7 +151,8 @@ def fit_and_evaluate(
         table = tables[split]
         return table[features.USER_INDEX], table[features.ITEM_INDEX], table["rating"]
 
-    mf, mf_settings = biased_mf(triples(schema.TRAIN), triples(schema.EVAL), n_users, n_items, settings.seed)
+    mf, mf_settings = biased_mf(triples(schema.TRAIN), triples(schema.EVAL), n_users, n_items, settings.seed,
+                                settings.epoch_examples)  # fmt: skip
     report: dict[str, Any] = {"settings": settings.to_dict(), "baseline_settings": {"mf": mf_settings}}
     for split in (schema.EVAL, schema.TEST):
         truth = tables[split]["rating"]

@@ -107,8 +107,10 @@ def exponents(sizes: list[dict[str, Any]]) -> dict[str, float]:
     if len(fitted) < 2:
         return {}
     x = np.log([s["reviews"] for s in fitted])
-    return {step.name: round(float(np.polyfit(x, np.log([s["steps"][step.name]["seconds"] for s in fitted]), 1)[0]), 2)
-            for step in STEPS}  # fmt: skip
+    return {
+        step.name: round(float(np.polyfit(x, np.log([s["steps"][step.name]["seconds"] for s in fitted]), 1)[0]), 2)
+        for step in STEPS
+    }
 
 
 def plot(sizes: list[dict[str, Any]], path: Path) -> None:
@@ -134,8 +136,8 @@ def table(results: dict[str, Any]) -> str:
     lines = ["| step | " + " | ".join(f"{s['reviews']:,}" for s in sizes) + " | exponent |",
              "| --- |" + " ---: |" * (len(sizes) + 1)]  # fmt: skip
     for step in STEPS:
-        cells = [f"{s['steps'][step.name]['seconds']:,} s ({s['steps'][step.name]['peak_rss_bytes'] / 2**30:.1f} GiB)"
-                 for s in sizes]  # fmt: skip
+        measured = [s["steps"][step.name] for s in sizes]
+        cells = [f"{m['seconds']:,} s ({m['peak_rss_bytes'] / 2**30:.1f} GiB)" for m in measured]
         lines.append(f"| {step.name} | " + " | ".join(cells) + f" | {fitted.get(step.name, '')} |")
     lines.append("| **whole run** | " + " | ".join(f"**{s['total_seconds']:,} s**" for s in sizes) + " | |")
     return "\n".join(lines)

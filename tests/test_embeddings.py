@@ -11,7 +11,8 @@ from musicrec.models.recommender.embeddings import LazyAdam, id_embedding
 
 
 def _sparse_gradient(rows: list[int], values: np.ndarray, table_rows: int) -> tf.IndexedSlices:
-    return tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(rows, tf.int64), tf.constant([table_rows, 2]))
+    shape = tf.constant([table_rows, 2])
+    return tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant(rows, tf.int64), shape)
 
 
 def _table(seed: int = 0) -> keras.Variable:

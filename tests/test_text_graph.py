@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from musicrec import schema
 from musicrec.data import text
-from musicrec.data.text_graph import STEMS_FILE, GraphNormalizer, raw_token_stems, read_stems
+from musicrec.data.text import raw_token_stems
+from musicrec.data.text_graph import STEMS_FILE, GraphNormalizer, read_stems
 
 TRICKY = [
     "This is <b>NOT</b> good. Great &amp; loud!",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 from nltk.sentiment.util import NEGATION_RE
@@ -122,3 +123,14 @@ def normalize_columns(columns: tuple[list[str | None], list[str | None]]) -> tup
     """:func:`normalize_to_string` over a batch of review texts and summaries (one picklable call for a pool)."""
     reviews, summaries = columns
     return [normalize_to_string(t) for t in reviews], [normalize_to_string(t) for t in summaries]
+
+
+def raw_token_stems(texts: Iterable[str | None]) -> dict[str, str]:
+    """Each distinct raw token of ``texts`` that :func:`normalize` keeps as a word, with its stem.
+
+    The table the TensorFlow port of the normalizer (:mod:`musicrec.data.text_graph`) stems through.
+    """
+    tokens: set[str] = set()
+    for value in texts:
+        tokens.update(tokenize(value))
+    return {token: stem for token in tokens for kind, stem in [classify(token)] if kind in (NEGATION, WORD)}

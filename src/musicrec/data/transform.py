@@ -265,7 +265,7 @@ def preprocess(
     with staging_directory(targets[0]) as staging:
         _run_beam(shards, staging, settings, beam_runner, options, normalizer_processes, sum(rows_in.values()))
         # The raw train tokens' stems, for the TensorFlow port of the normalizer the served model carries.
-        serving_tokens = write_stems(Path(examples_dir), staging / "transform_graph")
+        serving_tokens = write_stems(Path(examples_dir), staging / "transform_graph", normalizer_processes)
         output = tft.TFTransformOutput(str(staging / "transform_graph"))
         sizes = {name: output.vocabulary_size_by_name(name) for name in features.VOCABULARIES}
         statistics = {

@@ -28,7 +28,7 @@ from musicrec.models.recommender.history import (
     history_inputs,
     pair_inputs,
 )
-from musicrec.models.recommender.negatives import implicit_pairs, sample_negatives
+from musicrec.models.recommender.negatives import PairBatches, implicit_pairs, sample_negatives
 from musicrec.models.recommender.network import INTERACTION_OUTPUT, RATING_OUTPUT, build_rating_model
 from musicrec.models.recommender.ranking import top_items
 from musicrec.models.recommender.rerank import Ranker
@@ -142,7 +142,8 @@ def test_implicit_pairs_label_reviews_one_and_negatives_zero():
     history, train = toy_history()
     table = {features.USER_INDEX: train["users"], features.ITEM_INDEX: train["items"], "rating": train["rating"],
              "sentiment": train["sentiment"], "code": train["code"]}  # fmt: skip
-    inputs, labels = implicit_pairs(history, table, 3, per_positive=2, seed=1, leave_out=True)
+    pairs = implicit_pairs(history, table, 3, per_positive=2, seed=1, leave_out=True)
+    inputs, labels = pairs.inputs(history), pairs.labels
     assert labels[:5].tolist() == [1.0] * 5 and not labels[5:].any()
     negative = labels == 0
     assert not history.reviewed(inputs[features.USER_INDEX][negative], inputs[features.ITEM_INDEX][negative]).any()
@@ -150,6 +151,26 @@ def test_implicit_pairs_label_reviews_one_and_negatives_zero():
     expected = pair_inputs(history, train["users"], train["items"], own)
     assert np.allclose(inputs["history"][:5], expected["history"])
     assert np.allclose(inputs[BIAS_INPUT][:5], expected[BIAS_INPUT])
+
+
+def test_pair_batches_cover_every_pair_once_a_pass_with_the_inputs_of_the_whole_set():
+    history, train = toy_history()
+    table = {features.USER_INDEX: train["users"], features.ITEM_INDEX: train["items"], "rating": train["rating"],
+             "sentiment": train["sentiment"], "code": train["code"]}  # fmt: skip
+    pairs = implicit_pairs(history, table, 3, per_positive=2, seed=1, leave_out=True)
+    whole = pairs.inputs(history)
+    batches = PairBatches(history, pairs, batch_size=4, seed=5)
+    passes = []
+    for _ in range(2):
+        seen = [batches[index] for index in range(len(batches))]
+        rows = np.concatenate([batch[0]["history"] for batch in seen])
+        labels = np.concatenate([batch[1] for batch in seen])
+        # Each pair once, with the inputs computed for the whole set (a negative still leaves its review out).
+        order = np.lexsort(rows.T)
+        assert np.allclose(rows[order], whole["history"][np.lexsort(whole["history"].T)])
+        assert sorted(labels.tolist()) == sorted(pairs.labels.tolist())
+        passes.append(rows)
+    assert not np.allclose(passes[0], passes[1])  # reshuffled between passes
 
 
 def test_text_codes_separate_items_by_their_words_and_read_only_their_own_review():

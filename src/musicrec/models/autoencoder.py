@@ -96,8 +96,11 @@ def pca_reconstruction_mse(
     ``measured`` (a boolean mask of columns) limits the error to those columns, as the autoencoder's is.
     """
     mean = train.mean(axis=0)
-    _, _, components = np.linalg.svd(train - mean, full_matrices=False)
-    basis = components[:dimensions]
+    # The principal axes are the eigenvectors of the small (columns x columns) scatter matrix: an SVD of the
+    # tall train matrix itself took 70 s at the full category.
+    centred_train = (train - mean).astype(np.float64)
+    values, vectors = np.linalg.eigh(centred_train.T @ centred_train)
+    basis = vectors[:, np.argsort(-values)[:dimensions]].T
     measured = np.ones(train.shape[1], bool) if measured is None else measured
     errors = {}
     for split, data in others.items():

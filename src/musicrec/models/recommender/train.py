@@ -42,7 +42,7 @@ from musicrec.models.autoencoder import METADATA_INPUTS, review_table
 from musicrec.models.recommender.classic import biased_mf
 from musicrec.models.recommender.embeddings import LazyAdam
 from musicrec.models.recommender.history import BIAS_INPUT, HISTORY_INPUT, History, pair_inputs
-from musicrec.models.recommender.negatives import implicit_pairs
+from musicrec.models.recommender.negatives import PairBatches, Pairs, implicit_pairs
 from musicrec.models.recommender.network import build_rating_model
 from musicrec.models.recommender.ranking import evaluate_ranking
 from musicrec.models.recommender.rerank import Ranker
@@ -117,35 +117,36 @@ def fit_and_evaluate(
         train[features.USER_INDEX], train[features.ITEM_INDEX], train["rating"], train["sentiment"], train["code"],
         _item_metadata(train), n_users, n_items,
     )  # fmt: skip
+    # Train pairs stream their inputs batch by batch (PairBatches); eval and test are small enough to hold.
+    data = {split: pair_inputs(history, tables[split][features.USER_INDEX], tables[split][features.ITEM_INDEX])
+            for split in (schema.EVAL, schema.TEST)}  # fmt: skip
     own = {k: train[k] for k in ("rating", "sentiment", "code")}
-    data = {split: pair_inputs(history, tables[split][features.USER_INDEX], tables[split][features.ITEM_INDEX],
-                               own if split == schema.TRAIN else None) for split in schema.SPLITS}  # fmt: skip
-    networks = build_rating_model(n_users, n_items, data[schema.TRAIN][HISTORY_INPUT].shape[1], settings)
+    rows = np.arange(len(train["rating"]))
+    rated = Pairs(train[features.USER_INDEX], train[features.ITEM_INDEX], train["rating"].astype(np.float32), own,
+                  rows, train[features.ITEM_INDEX])  # fmt: skip
+    networks = build_rating_model(n_users, n_items, data[schema.EVAL][HISTORY_INPUT].shape[1], settings)
     logger.info("train_dnn: %s train pairs, %d users, %d items", f"{len(train['rating']):,}", n_users, n_items)
 
-    networks.rating.compile(optimizer=LazyAdam(settings.learning_rate), loss="mse",
-                            metrics=[keras.metrics.RootMeanSquaredError(name="rmse")])  # fmt: skip
-    fit = networks.rating.fit(
-        data[schema.TRAIN], train["rating"], validation_data=(data[schema.EVAL], tables[schema.EVAL]["rating"]),
-        batch_size=settings.batch_size, epochs=settings.epochs, shuffle=True, verbose=0,
-        steps_per_epoch=steps_per_epoch(len(train["rating"]), settings.batch_size, settings.epoch_examples),
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_rmse", patience=settings.patience,
-                                                 restore_best_weights=True),
-                   ThroughputLogger(settings.batch_size)],
-    )  # fmt: skip
+    def fit_head(model: keras.Model, loss: str, pairs: Pairs, valid: tuple[dict[str, np.ndarray], np.ndarray],
+                 metric: keras.metrics.Metric, monitor: str) -> keras.callbacks.History:  # fmt: skip
+        model.compile(optimizer=LazyAdam(settings.learning_rate), loss=loss, metrics=[metric])
+        return model.fit(
+            PairBatches(history, pairs, settings.batch_size, settings.seed), validation_data=valid,
+            validation_batch_size=16_384, epochs=settings.epochs, verbose=0,
+            steps_per_epoch=steps_per_epoch(len(pairs), settings.batch_size, settings.epoch_examples),
+            callbacks=[keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience,
+                                                     restore_best_weights=True),
+                       ThroughputLogger(settings.batch_size)],
+        )  # fmt: skip
+
+    fit = fit_head(networks.rating, "mse", rated, (data[schema.EVAL], tables[schema.EVAL]["rating"]),
+                   keras.metrics.RootMeanSquaredError(name="rmse"), "val_rmse")  # fmt: skip
     implicit_train = implicit_pairs(history, train, n_known_items, settings.negatives, settings.seed, True)
     implicit_eval = implicit_pairs(history, tables[schema.EVAL], n_known_items, settings.negatives,
                                    settings.seed + 1, False)  # fmt: skip
-    networks.interaction.compile(optimizer=LazyAdam(settings.learning_rate),
-                                 loss="binary_crossentropy", metrics=[keras.metrics.AUC(name="auc")])  # fmt: skip
-    implicit_fit = networks.interaction.fit(
-        *implicit_train, validation_data=implicit_eval, batch_size=settings.batch_size, epochs=settings.epochs,
-        shuffle=True, verbose=0,
-        steps_per_epoch=steps_per_epoch(len(implicit_train[1]), settings.batch_size, settings.epoch_examples),
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience,
-                                                 restore_best_weights=True),
-                   ThroughputLogger(settings.batch_size)],
-    )  # fmt: skip
+    implicit_fit = fit_head(networks.interaction, "binary_crossentropy", implicit_train,
+                            (implicit_eval.inputs(history), implicit_eval.labels), keras.metrics.AUC(name="auc"),
+                            "val_loss")  # fmt: skip
 
     def triples(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         table = tables[split]
@@ -216,7 +217,8 @@ def train_rating(
     tables = {split: review_table(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
     logger.info("train_dnn: CNN codes and sentiment of %s reviews (%.0f s)",
                 f"{sum(len(t['rating']) for t in tables.values()):,}", time.monotonic() - started)  # fmt: skip
-    tokens = {split: read_review_tokens(split_files(transformed_dir, split), spec) for split in schema.SPLITS}
+    tokens = {split: read_review_tokens(split_files(transformed_dir, split), spec, settings.text_tokens)
+              for split in schema.SPLITS}  # fmt: skip
     train_ids, train_items = tokens[schema.TRAIN]
     corpus_rate, projection = fit_text_projection(train_ids, train_items, n_known_items + 1, settings.text_tokens,
                                                   settings.text_dims)  # fmt: skip
@@ -228,6 +230,7 @@ def train_rating(
         sentiment_code = encoder.encode(table["representation"])
         text_code = text_codes(tokens[split][0], corpus_rate, projection)
         table["code"] = np.concatenate([sentiment_code, text_code], axis=1)
+    del tokens, train_ids  # the codes hold what training needs of the words
     logger.info("train_dnn: autoencoder and text codes done (%.0f s)", time.monotonic() - started)
     ranker, report = fit_and_evaluate(tables, n_known_users, n_known_items, settings)
     report["seconds"] = round(time.monotonic() - started, 3)

@@ -213,6 +213,35 @@ def _serve(args: argparse.Namespace) -> None:
     serve([resolve_model(spec) for spec in args.model], args.http_port)
 
 
+def _train_cnn(args: argparse.Namespace) -> None:
+    from musicrec.settings import CnnSettings
+    from pipelines.local_run import parse_parameters
+
+    wrong = [pair for pair in args.param if not pair.startswith(CnnSettings.PREFIX)]
+    if wrong:
+        raise RunError(f"--param {wrong[0]}: train-cnn takes the {CnnSettings.PREFIX}* parameters only")
+    parameters = parse_parameters(args.param)
+    out = Path(args.out)
+    if args.workers > 1:
+        from pipelines.workers import run_workers
+
+        command = [sys.executable, "-m", "pipelines.cli", "train-cnn", "--transformed", args.transformed,
+                   "--graph", args.graph, "--out", args.out]  # fmt: skip
+        command += [f"--param={pair}" for pair in args.param]
+        run_workers(command, args.workers, args.timeout)
+        report = json.loads((out / "report.json").read_text())
+    else:
+        from musicrec.models.sentiment import train_sentiment
+
+        settings = CnnSettings.from_parameters({name.removeprefix(CnnSettings.PREFIX): value
+                                                for name, value in parameters.items()})  # fmt: skip
+        report = train_sentiment(args.transformed, args.graph, out / "model", out / "report.json", settings,
+                                 out / "importance.html")  # fmt: skip
+    test = report["test"]
+    print(f"test accuracy {test['accuracy']}, balanced accuracy {test['balanced_accuracy']}, AUC {test['auc']} "
+          f"({report['replicas']} replicas, {report['seconds']} s); wrote {out}")  # fmt: skip
+
+
 def _review_text(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the review text is empty")
@@ -298,6 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--summary", default="", help="the review's summary line, if any")
     score.add_argument("text", type=_review_text, help="the raw review text (not empty)")
     score.set_defaults(handler=_score)
+
+    train = commands.add_parser("train-cnn", help="train the sentiment CNN on preprocess output, on one worker "
+                                "or several (TF_CONFIG, as a TFJob sets it)")  # fmt: skip
+    train.add_argument("--transformed", required=True, help="preprocess's transformed examples (train/ eval/ "
+                       "test/)")  # fmt: skip
+    train.add_argument("--graph", required=True, help="preprocess's transform graph")
+    train.add_argument("--out", required=True, help="receives model/, report.json and importance.html")
+    train.add_argument("--param", action="append", default=[], metavar="cnn_NAME=VALUE", help="a CNN setting")
+    train.add_argument("--workers", type=_positive_int, default=1, help="start this many local worker "
+                       "processes of one MultiWorkerMirroredStrategy cluster over loopback (default 1: this "
+                       "process)")  # fmt: skip
+    train.add_argument("--timeout", type=_positive_int, help="with --workers: stop them all after this many "
+                       "seconds")  # fmt: skip
+    train.set_defaults(handler=_train_cnn)
 
     recommend = commands.add_parser("recommend", help="top-K albums for a user with an exported rating model")
     recommend.add_argument("--model", required=True, help="the train_dnn model directory")

@@ -169,3 +169,29 @@ def test_the_inference_services_validate_and_read_only_the_model_store(cluster, 
         assert predictor["model"]["modelFormat"]["name"] == "tensorflow" and predictor["model"]["resources"]
         bucket, _, prefix = predictor["model"]["storageUri"].removeprefix("s3://").partition("/")
         assert f"arn:aws:s3:::{bucket}/{prefix.split('/')[0]}/*" in readable
+
+
+def test_the_tfjob_validates_runs_train_cnn_on_the_gpu_group_and_its_pod_is_strictly_valid(tmp_path, gpu_group):
+    from pipelines.cli import build_parser
+
+    manifest = MANIFESTS / "training" / "sentiment-tfjob.yaml"
+    schema = MANIFESTS / "schemas" / "kubeflow-tfjob-v1.schema.json"
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(schema), str(manifest)],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    (worker,) = yaml.safe_load(manifest.read_text())["spec"]["tfReplicaSpecs"].values()
+    assert worker["replicas"] > 1
+    pod = worker["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["name"] == "tensorflow"  # where the operator sets TF_CONFIG
+    args = build_parser().parse_args(container["command"][1:])
+    assert (container["command"][0], args.command, args.workers) == ("musicrec", "train-cnn", 1)
+    assert pod["nodeSelector"] == {"eks.amazonaws.com/nodegroup": gpu_group["name"]}
+    (taint,) = gpu_group["taints"]
+    assert {"key": taint["key"], "operator": "Exists", "effect": taint["effect"]} in pod["tolerations"]
+    # The CRD's schema does not reject unknown fields; Kubernetes' own, on the pod, does.
+    as_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker"}, "spec": pod}
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(as_pod))
+    validated = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "-k", "1.33.0",
+                                str(tmp_path / "pod.yaml")], capture_output=True, text=True)  # fmt: skip
+    assert validated.returncode == 0, validated.stdout + validated.stderr

@@ -30,6 +30,7 @@ class SentimentReport(ModelReport):
     train_text_share: float  # train reviews with any review or summary token; 0 on rating-only data
     token_importance: dict[str, dict[str, list]]
     class_weight: dict[str, float]
+    replicas: int  # replicas in sync: 1 on the CPU or one GPU, the GPUs of all workers under several
 
 
 class AutoencoderReport(ModelReport):

@@ -28,17 +28,20 @@ from musicrec.models.token_importance import token_importance, token_importance_
 from musicrec.models.training import (
     ThroughputLogger,
     balanced_class_weights,
+    check_batch_split,
     columns_of,
     curves,
     distribution_strategy,
     labels_of,
     make_dataset,
+    on_this_worker,
     seed_everything,
     split_files,
     steps_per_epoch,
     transformed_feature_spec,
     vocabulary,
     vocabulary_size,
+    worker_outputs,
 )
 from musicrec.reports import SentimentReport
 from musicrec.settings import CnnSettings
@@ -278,10 +281,6 @@ def normalizer_skew(model_dir: str | Path, reviews: list[str | None], summaries:
     return differ / max(len(reviews), 1)
 
 
-def _predict(model: keras.Model, dataset: tf.data.Dataset) -> np.ndarray:
-    return model.predict(dataset, verbose=0).reshape(-1)
-
-
 class Recipe(NamedTuple):
     """How a sentiment model trains: Adam's step, the most epochs, early stopping's patience on eval AUC."""
 
@@ -302,11 +301,9 @@ def _fit(
     model: keras.Model, train: tf.data.Dataset, eval_: tf.data.Dataset, recipe: Recipe,
     class_weight: dict[int, float], batch_size: int, steps: int | None,
 ) -> tuple[keras.callbacks.History, ThroughputLogger]:  # fmt: skip
-    model.compile(
-        optimizer=keras.optimizers.Adam(recipe.learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.AUC(name="auc")],
-    )
+    with model.distribute_strategy.scope():  # the optimizer's and the metric's variables follow the model's
+        model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss="binary_crossentropy",
+                      metrics=[keras.metrics.AUC(name="auc")])  # fmt: skip
     throughput = ThroughputLogger(batch_size)
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=recipe.patience,
                                          restore_best_weights=True)  # fmt: skip
@@ -332,26 +329,27 @@ def train_sentiment(
         transform_graph_dir: the tf.Transform output.
         model_dir: receives the serving SavedModel.
         report_path: JSON with eval and test metrics of the CNN and the baselines, curves, ROC, confusion matrix.
-        settings: hyperparameters.
+        settings: hyperparameters. Under a ``TF_CONFIG`` of several workers (a TFJob), every worker runs this on
+            its share of each batch of ``batch_size`` rows, and only the chief writes the outputs.
         importance_path: an HTML page with the most significant tokens (occlusion on eval), if given.
 
     Raises:
-        TrainingError: missing inputs or a train split with one class.
+        TrainingError: missing inputs, a train split with one class, or a batch that does not split evenly over
+            the workers.
     """
     settings = settings or CnnSettings()
     started = time.monotonic()
+    strategy = distribution_strategy()  # before any other TensorFlow op
+    check_batch_split(strategy, settings.batch_size)
     seed_everything(settings.seed)
     spec = transformed_feature_spec(transform_graph_dir)
     files = {split: split_files(transformed_dir, split) for split in schema.SPLITS}
-    sizes = [
-        vocabulary_size(transform_graph_dir, name)
-        for name in (features.REVIEW_VOCABULARY, features.SUMMARY_VOCABULARY)
-    ]
+    sizes = [vocabulary_size(transform_graph_dir, name) for name in (features.REVIEW_VOCABULARY,
+                                                                       features.SUMMARY_VOCABULARY)]  # fmt: skip
     train = columns_of(files[schema.TRAIN], spec, features.SENTIMENT_LABEL, features.REVIEW_LENGTH,
                        features.SUMMARY_LENGTH)  # fmt: skip
-    labels = {
-        split: labels_of(files[split], spec, features.SENTIMENT_LABEL) for split in (schema.EVAL, schema.TEST)
-    }
+    labels = {split: labels_of(files[split], spec, features.SENTIMENT_LABEL)
+              for split in (schema.EVAL, schema.TEST)}  # fmt: skip
     labels[schema.TRAIN] = train[features.SENTIMENT_LABEL]
     class_weight = balanced_class_weights(labels[schema.TRAIN])
     has_text = train[features.REVIEW_LENGTH] + train[features.SUMMARY_LENGTH] > 0
@@ -366,13 +364,12 @@ def train_sentiment(
     steps = steps_per_epoch(len(labels[schema.TRAIN]), settings.batch_size, settings.epoch_examples)
 
     def data(split: str, shuffle: bool = False) -> tf.data.Dataset:
-        seed = settings.seed if shuffle else None
-        return make_dataset(files[split], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, seed,
-                            trim_padding=True, repeat=shuffle and steps is not None)  # fmt: skip
+        return make_dataset(files[split], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size,
+                            settings.seed if shuffle else None, trim_padding=True,
+                            repeat=shuffle and steps is not None)  # fmt: skip
 
-    strategy = distribution_strategy()
-    logger.info("train_cnn: %s train rows on %s, class weights %s", f"{len(labels[schema.TRAIN]):,}",
-                type(strategy).__name__, class_weight)  # fmt: skip
+    logger.info("train_cnn: %s train rows on %s (%d replicas), class weights %s", f"{len(labels[schema.TRAIN]):,}",
+                type(strategy).__name__, strategy.num_replicas_in_sync, class_weight)  # fmt: skip
     with strategy.scope():
         linear = {name: build_linear(*sizes, buckets, name)
                   for name, buckets in (("bow_linear", 0), ("ngram_linear", NGRAM_BUCKETS))}  # fmt: skip
@@ -387,10 +384,12 @@ def train_sentiment(
                                class_weight, settings.batch_size, steps)  # fmt: skip
 
     majority = int(np.bincount(labels[schema.TRAIN].astype(int)).argmax())
-    report: dict[str, Any] = {"settings": settings.to_dict(), "train_text_share": round(text_share, 4)}
+    scoring = {name: on_this_worker(model) for name, model in {**linear, "cnn": cnn}.items()}
+    report: dict[str, Any] = {"settings": settings.to_dict(), "train_text_share": round(text_share, 4),
+                              "replicas": strategy.num_replicas_in_sync}  # fmt: skip
     for split in (schema.EVAL, schema.TEST):
         truth = labels[split]
-        cnn_probabilities = _predict(cnn, data(split))
+        cnn_probabilities = scoring["cnn"].predict(data(split), verbose=0).reshape(-1)
         report[split] = classification_metrics(truth, cnn_probabilities)
         report[split]["confusion_matrix"] = metrics.confusion_matrix(truth, cnn_probabilities >= 0.5)
         fpr, tpr, thresholds = metrics.roc_curve(truth, cnn_probabilities)
@@ -400,8 +399,9 @@ def train_sentiment(
             "majority": {"accuracy": round(metrics.accuracy(truth, np.full(len(truth), majority)), 4),
                          "balanced_accuracy": 0.5, "auc": 0.5},
         }  # fmt: skip
-        for name, model in linear.items():
-            report["baselines"][split][name] = classification_metrics(truth, _predict(model, data(split)))
+        for name in linear:
+            probabilities = scoring[name].predict(data(split), verbose=0).reshape(-1)
+            report["baselines"][split][name] = classification_metrics(truth, probabilities)
     report["history"] = curves(history)
     report["train_examples_per_second"] = round(float(np.mean(throughput.rates)), 1) if throughput.rates else 0.0
     sample, _ = next(iter(make_dataset(files[schema.EVAL], spec, TEXT_INPUTS, features.SENTIMENT_LABEL, 1_000)))
@@ -409,20 +409,20 @@ def train_sentiment(
         features.REVIEW_IDS: vocabulary(transform_graph_dir, features.REVIEW_VOCABULARY),
         features.SUMMARY_IDS: vocabulary(transform_graph_dir, features.SUMMARY_VOCABULARY),
     }
-    report["token_importance"] = token_importance(cnn, {k: v.numpy() for k, v in sample.items()}, vocabularies)
+    report["token_importance"] = token_importance(scoring["cnn"], {k: v.numpy() for k, v in sample.items()},
+                                                  vocabularies)  # fmt: skip
     report["class_weight"] = {str(label): weight for label, weight in class_weight.items()}
     report["seconds"] = round(time.monotonic() - started, 3)
 
-    target = Path(model_dir)
-    with staging_directory(target) as staging:
+    with worker_outputs(strategy) as output, staging_directory(output(model_dir)) as staging:
         export_serving_model(cnn, transform_graph_dir, staging / "model")
         bundles.save_sentiment_keras(cnn, staging / "model")
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (staging / "importance.html").write_text(token_importance_html(report["token_importance"]))
-        publish(staging / "model", target)
-        publish(staging / "report.json", Path(report_path))
+        publish(staging / "model", output(model_dir))
+        publish(staging / "report.json", output(report_path))
         if importance_path is not None:
-            publish(staging / "importance.html", Path(importance_path))
+            publish(staging / "importance.html", output(importance_path))
     logger.info("train_cnn: eval %s, test %s, baselines %s", report[schema.EVAL], report[schema.TEST],
                 report["baselines"][schema.TEST])  # fmt: skip
     return report

@@ -6,9 +6,14 @@ Import this module (or :mod:`keras`) before anything imports ``tensorflow_transf
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +96,12 @@ def make_dataset(
             selected[name] = selected[name][:, : tf.maximum(tf.reduce_max(lengths), 1)]
         return selected, row[label]
 
-    return dataset.map(split_row).prefetch(tf.data.AUTOTUNE)
+    # Under several workers each takes its share of every batch (DATA), not whole files (FILE): preprocess writes
+    # one or two shards a split, as Beam chooses, often fewer than workers and of unequal sizes. So a step sees
+    # the rows it sees on one worker, and Keras gathers predictions back in their order.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.map(split_row).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def steps_per_epoch(rows: int, batch_size: int, epoch_examples: int) -> int | None:
@@ -127,19 +137,109 @@ def balanced_class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
 
 
-def distribution_strategy() -> tf.distribute.Strategy:
-    """All visible GPUs (mirrored) when there are several, the one GPU when there is one, else the CPU.
+def cluster_workers() -> int:
+    """The training processes ``TF_CONFIG`` names (its ``chief`` and ``worker`` tasks); 1 without it.
 
-    Mixed precision is switched on with a GPU, where float16 matmuls are fast; on the CPU it would slow down.
+    Kubeflow's Training Operator (a ``TFJob``) and most multi-worker launchers describe the cluster this way.
     """
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
+
+
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` takes what Keras 3's ``fit`` passes it.
+
+    Keras 3 (3.15, keras-team/keras#20585) reduces a whole input batch, a nest, to build the model, and each
+    step's scalar logs along axis 0; this strategy's ``reduce`` takes neither. Each leaf is reduced on its
+    own here, a scalar across replicas only; the values are what the strategy computes.
+    """
+
+    def reduce(self, reduce_op: Any, value: Any, axis: int | None) -> Any:
+        """Reduce every leaf of ``value`` across the replicas of all workers (and along ``axis`` unless scalar)."""
+        single = super().reduce
+
+        def leaf(v: Any) -> Any:
+            local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            return single(reduce_op, v, None if local.shape.rank == 0 else axis)
+
+        return tf.nest.map_structure(leaf, value)
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """The workers ``TF_CONFIG`` names, else all visible GPUs (mirrored), the one GPU, or the CPU.
+
+    Several workers get ``MultiWorkerMirroredStrategy`` (over each one's GPUs); the caller then calls this before
+    any other TensorFlow op, checks its batch (:func:`check_batch_split`) and writes through
+    :func:`worker_outputs`. Mixed precision is switched on with a GPU, where float16 matmuls are fast; on the CPU
+    it would slow down.
+    """
+    # First: collective ops must be configured before TensorFlow initializes (listing devices does).
+    strategy = _MultiWorkerStrategy() if cluster_workers() > 1 else None
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    if strategy is not None:
+        return strategy
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     if gpus:
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the outputs: the ``chief`` task, else worker 0; the only process of one."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    resolver = strategy.cluster_resolver
+    if "chief" in resolver.cluster_spec().jobs:
+        return bool(resolver.task_type == "chief")
+    return bool(resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def check_batch_split(strategy: tf.distribute.Strategy, batch_size: int) -> None:
+    """Under several workers, fail unless a batch splits evenly over the replicas.
+
+    Keras reduces the shares of the first batch across workers to build the model, which needs equal shapes.
+
+    Raises:
+        TrainingError: several workers and a ``batch_size`` that is not a multiple of the replicas.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if isinstance(strategy, _MultiWorkerStrategy) and batch_size % replicas:
+        raise TrainingError(f"the batch size ({batch_size}) must be a multiple of the {replicas} replicas of "
+                            "the workers TF_CONFIG names")  # fmt: skip
+
+
+def on_this_worker(model: keras.Model) -> keras.Model:
+    """``model``, or under several workers a copy of it with its weights that needs no other worker to predict.
+
+    Keras would split every batch of a prediction over the workers and gather the shares back, a collective
+    step and a retrace each time; predicting a split on each worker alone gives the same numbers, sooner.
+    """
+    if not isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+@contextlib.contextmanager
+def worker_outputs(strategy: tf.distribute.Strategy) -> Iterator[Callable[[str | Path], Path]]:
+    """Where this process writes an output path: the path itself on the chief, elsewhere a scratch copy.
+
+    Every worker of a multi-worker run saves, as Keras asks (saving reads variables that may need all workers),
+    but only the chief's outputs may appear: the others write under a temporary directory removed on exit. No
+    worker leaves before all have written: TensorFlow aborts the collectives of a cluster that lost a member.
+    """
+    with contextlib.ExitStack() as stack:
+        if is_chief(strategy):
+            yield Path
+        else:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="musicrec-worker-")))
+            yield lambda path: scratch / Path(path).resolve().relative_to("/")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce("SUM", tf.constant(0.0), axis=None)  # a barrier: every worker takes part
 
 
 def seed_everything(seed: int) -> None:

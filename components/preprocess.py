@@ -32,8 +32,8 @@ def preprocess(
         transform_graph: the tf.Transform output directory (graph, vocabularies, raw and transformed schema).
         report: the data report as JSON.
         report_markdown: the data report rendered for the Kubeflow UI.
-        beam_runner: Beam runner, e.g. DirectRunner, DataflowRunner, FlinkRunner, SparkRunner.
-        beam_options: further Beam flags as one shell-quoted string.
+        beam_runner: Beam runner, e.g. DirectRunner, DaskRunner, DataflowRunner, FlinkRunner, SparkRunner.
+        beam_options: further Beam flags as one shell-quoted string (see the README's preprocess section).
     """
     from components.runtime import publish, step
     from musicrec.data.transform import artifact_metadata

@@ -109,8 +109,9 @@ def music_recommender(
         metadata_uri: meta_Digital_Music.json(.gz), same schemes.
         push_destination: the model store blessed models are pushed to (TF Serving layout): s3://bucket/prefix,
             gs://bucket/prefix or a path on a volume the pods share.
-        beam_runner: Beam runner of the preprocess step (DirectRunner in the pod; DataflowRunner, FlinkRunner...).
-        beam_options: further Beam flags for that runner, one shell-quoted string.
+        beam_runner: Beam runner of the preprocess step (DirectRunner in the pod; DaskRunner, DataflowRunner,
+            FlinkRunner...).
+        beam_options: further Beam flags for that runner, one shell-quoted string (see the README's preprocess).
 
     Returns:
         evaluate's ``evaluation`` artifact: the blessing, the scorecard, every step's results and the lineage.

@@ -7,6 +7,7 @@ training and serving time); the data report from :mod:`musicrec.data.data_report
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from musicrec import features, schema
+from musicrec.data.dask_runner import DaskRunner, dask_cluster, is_dask, read_parquet
 from musicrec.data.data_report import SplitStatistics, markdown_report, split_report, top_tokens
 from musicrec.data.raw_batches import (
     ToRawBatches,
@@ -145,6 +147,8 @@ def _pipeline_options(runner: str, options: Sequence[str], rows: int) -> Any:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     flags = list(options)
+    if is_dask(runner):
+        return PipelineOptions(flags=flags, save_main_session=False)
     workers = usable_cpus()
     chosen = any(f.startswith(("--direct_num_workers", "--direct_running_mode")) for f in flags)
     if runner == "DirectRunner" and not chosen and workers > 1 and rows >= MULTI_PROCESS_MIN_ROWS:
@@ -173,16 +177,21 @@ def _run_beam(
     if normalized:
         shards = normalize_shards(shards, staging / "normalized", normalizer_processes)
     columns = list(features.RAW_FEATURES if normalized else features.INGEST_COLUMNS_READ)
-    with tft_beam.Context(temp_dir=str(staging / "tft-tmp"), force_tf_compat_v1=False):
-        with beam.Pipeline(options=_pipeline_options(runner, options, rows)) as pipeline:
+    dask = is_dask(runner)
+    cluster = dask_cluster(options, usable_cpus()) if dask else contextlib.nullcontext(list(options))
+    with cluster as flags, tft_beam.Context(temp_dir=str(staging / "tft-tmp"), force_tf_compat_v1=False):
+        runner_instance = DaskRunner() if dask else None
+        with beam.Pipeline(runner=runner_instance, options=_pipeline_options(runner, flags, rows)) as pipeline:
 
             def read(split: str, purpose: str) -> beam.PCollection:
                 pattern = str(shards[split][0].parent / "*.parquet")
-                return (
-                    pipeline
-                    | f"Read {split} {purpose}" >> beam.io.ReadFromParquetBatched(pattern, columns=columns)
-                    | f"Raw features {split} {purpose}" >> beam.ParDo(ToRawBatches(split, normalized))
-                )
+                if dask:
+                    tables = read_parquet(pipeline, f"Read {split} {purpose}", shards[split], columns)
+                else:
+                    tables = pipeline | f"Read {split} {purpose}" >> beam.io.ReadFromParquetBatched(
+                        pattern, columns=columns
+                    )
+                return tables | f"Raw features {split} {purpose}" >> beam.ParDo(ToRawBatches(split, normalized))
 
             raw = {split: read(split, "to transform") for split in schema.SPLITS}
             # Normalized files are cheap to read again: a second read saves materializing train between the
@@ -240,7 +249,8 @@ def preprocess(
         report_path: the JSON data report.
         markdown_path: the same report rendered for the Kubeflow UI, if given.
         settings: vocabulary and sequence settings.
-        beam_runner: any Beam runner (``DirectRunner`` here; ``DataflowRunner``, ``FlinkRunner``, ...).
+        beam_runner: any Beam runner (``DirectRunner`` here; ``DaskRunner`` runs :mod:`musicrec.data.dask_runner`'s
+            on a ``dask.distributed`` cluster; ``DataflowRunner``, ``FlinkRunner``, ...).
         beam_options: further Beam flags, a list or one shell-quoted string (e.g. ``"--project=p --region=r"``).
         normalizer_processes: processes normalizing text before the Beam job (:func:`normalize_shards`);
             default: one per core on the DirectRunner; 0 normalizes inside the job (the default elsewhere:

@@ -13,6 +13,7 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import keras  # Keras 3 before anything imports tensorflow_transform
 
@@ -31,24 +32,31 @@ from musicrec.settings import CnnSettings
 _WARMUP_STEPS = 30
 
 
+def default_cnn(root: Path) -> tuple[keras.Model, list[str], dict[str, Any], CnnSettings]:
+    """The CNN with the default settings, seeded and compiled; the train split's files; the transformed spec.
+
+    ``root`` holds ``transformed/`` and ``graph/``. ``benchmarks/ratios.py`` builds its CNN here too.
+    """
+    settings = CnnSettings()
+    seed_everything(settings.seed)
+    spec = transformed_feature_spec(root / "graph")
+    sizes = [vocabulary_size(root / "graph", n) for n in (features.REVIEW_VOCABULARY, features.SUMMARY_VOCABULARY)]
+    with distribution_strategy().scope():
+        model = build_cnn(*sizes, settings, build_linear(*sizes, NGRAM_BUCKETS, "ngram_linear"))
+        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="binary_crossentropy")
+    return model, split_files(root / "transformed", schema.TRAIN), spec, settings
+
+
 def main() -> None:
     """Run the benchmark and print the README row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preprocessed", default=".tmp/bench-1584082/preprocess")
     parser.add_argument("--steps", type=int, default=600)
     args = parser.parse_args()
-    root = Path(args.preprocessed)
-    settings = CnnSettings()
-    seed_everything(settings.seed)
-    spec = transformed_feature_spec(root / "graph")
-    sizes = [vocabulary_size(root / "graph", n) for n in (features.REVIEW_VOCABULARY, features.SUMMARY_VOCABULARY)]
-    files = split_files(root / "transformed", schema.TRAIN)
+    model, files, spec, settings = default_cnn(Path(args.preprocessed))
     data = make_dataset(
         files, spec, TEXT_INPUTS, features.SENTIMENT_LABEL, settings.batch_size, settings.seed, trim_padding=True
     )
-    with distribution_strategy().scope():
-        model = build_cnn(*sizes, settings, build_linear(*sizes, NGRAM_BUCKETS, "ngram_linear"))
-        model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="binary_crossentropy")
     model.fit(data.take(_WARMUP_STEPS), epochs=1, verbose=0)
     started = time.monotonic()
     model.fit(data.skip(_WARMUP_STEPS).take(args.steps), epochs=1, verbose=0)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from components.runtime import handling_signals
 from musicrec.errors import RunError
+from musicrec.io.artifacts import remove_staging
 
 logger = logging.getLogger("musicrec.run")
 
@@ -70,8 +71,8 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
 
 
-def _tree(root: int) -> dict[int, int]:
-    """``root`` and every live process below it: pid -> start time."""
+def _tree(root: int) -> dict[int, tuple[int, int]]:
+    """``root`` and every live process below it: pid -> (parent pid, start time)."""
     names = os.listdir("/proc") if os.path.isdir("/proc") else []
     live = {pid: stat for pid in map(int, filter(str.isdigit, names)) if (stat := _stat(pid)) is not None}
     children: dict[int, list[int]] = collections.defaultdict(list)
@@ -84,11 +85,13 @@ def _tree(root: int) -> dict[int, int]:
         if pid not in found:
             found.add(pid)
             stack.extend(children.get(pid, ()))
-    return {pid: live[pid][1] for pid in found if pid in live}
+    return {pid: live[pid] for pid in found if pid in live}
 
 
 class _Task(Protocol):
-    def signal(self, signum: int) -> None: ...
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
 
     def alive(self) -> bool: ...
 
@@ -100,20 +103,39 @@ class _ProcessTask:
     process: subprocess.Popen[str]
     seen: dict[int, int] = field(default_factory=dict)
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to every process of the task's tree, seen now or before."""
+    def stop(self) -> None:
+        """SIGTERM to the task's own processes: the shell kfp.local starts and the executor it runs.
+
+        Not to their workers: the executor's clean-up stops those itself. A ``multiprocessing`` pool whose idle
+        worker is killed while it holds the pool's queue lock hangs its parent's ``terminate()`` for good.
+        """
+        tree = self._look()
+        for pid, (parent, _) in tree.items():
+            if pid == self.process.pid or parent == self.process.pid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the task's tree, seen now or before."""
         # Seen before too: a worker whose parent died first has left the tree (its parent is now PID 1), but not
         # this list. The task shares musicrec's process group, so no group signal: a terminal's Ctrl-C, Ctrl-Z or
         # a kill of the whole group reach the tasks as they reach musicrec.
-        if self.process.poll() is None:  # not reaped, so its number is still its own (not another's to walk)
-            self.seen.update(_tree(self.process.pid))
+        self._look()
         for pid in self._live():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
+                os.kill(pid, signal.SIGKILL)
 
     def alive(self) -> bool:
         """Whether any process of the tree is still running."""
         return self.process.poll() is None or bool(self._live())
+
+    def _look(self) -> dict[int, tuple[int, int]]:
+        """The task's tree now, also remembered in :attr:`seen`; empty once its process is reaped."""
+        if self.process.poll() is not None:  # reaped: its number may be another's now, not ours to walk
+            return {}
+        tree = _tree(self.process.pid)
+        self.seen.update({pid: started for pid, (_, started) in tree.items()})
+        return tree
 
     def _live(self) -> list[int]:
         # Same start time: the same process, not a new one that got its number.
@@ -126,10 +148,17 @@ class _ContainerTask:
 
     container: Any
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to the container's main process."""
+    def stop(self) -> None:
+        """SIGTERM to the container's main process."""
+        self._signal("SIGTERM")
+
+    def kill(self) -> None:
+        """SIGKILL to the container's main process."""
+        self._signal("SIGKILL")
+
+    def _signal(self, name: str) -> None:
         with contextlib.suppress(Exception):  # gone already, or the daemon with it: nothing left to stop
-            self.container.kill(signal=signal.Signals(signum).name)
+            self.container.kill(signal=name)
 
     def alive(self) -> bool:
         """Whether the container still runs."""
@@ -151,11 +180,17 @@ class TaskFailure:
 
 def task_of_command(command: list[str]) -> str:
     """The KFP task a command runs (``train-cnn``): the directory its executor output goes to."""
+    directory = _task_directory(command)
+    return directory.name if directory is not None else "task"
+
+
+def _task_directory(command: list[str]) -> Path | None:
+    """The directory a task's command writes its outputs to, from its executor input."""
     try:
         executor_input = json.loads(command[command.index("--executor_input") + 1])
-        return Path(executor_input["outputs"]["outputFile"]).parent.name
+        return Path(executor_input["outputs"]["outputFile"]).parent
     except (ValueError, IndexError, KeyError, TypeError):
-        return "task"
+        return None
 
 
 def _step_name(task: str) -> str:
@@ -185,9 +220,10 @@ class TaskRunner:
 
     kfp.local's task handlers call :meth:`run_subprocess` / :meth:`run_container` in place of their own (see
     :func:`controlled`), from the orchestrator's worker threads. A signal to ``musicrec run`` alone (``kill``,
-    a service manager) stops the tasks: SIGTERM to every process of each task's tree (``step()`` ends the task
-    cleanly), SIGKILL to whatever is left after :data:`GRACE_SECONDS` or at a second signal. A stopped task
-    fails, kfp.local starts nothing more and unwinds, and :func:`run_locally` raises :class:`Interrupted`.
+    a service manager) stops the tasks: SIGTERM to each task's executor (``step()`` ends the task cleanly, its
+    workers with it), SIGKILL to whatever of the task's tree is left after :data:`GRACE_SECONDS` or at a second
+    signal. A stopped task fails, kfp.local starts nothing more and unwinds, and :func:`run_locally` raises
+    :class:`Interrupted`.
 
     Args:
         logs: receives ``<task>.log``, each task's whole output.
@@ -206,6 +242,7 @@ class TaskRunner:
         self.failure: TaskFailure | None = None
         self._running: dict[str, _Task] = {}
         self._stopped: list[_Task] = []
+        self._directories: list[Path] = []  # where the tasks write their outputs
         self._lock = threading.RLock()  # re-entrant: the signal handler may run on a thread that holds it
         self._watchdog: threading.Timer | None = None
 
@@ -220,7 +257,7 @@ class TaskRunner:
             assert process.stdout is not None
             return _ProcessTask(process), process.stdout, process.wait
 
-        return self._follow(task_of_command(full_command), start)
+        return self._follow(full_command, start)
 
     def run_container(
         self, client: Any, image: str, command: list[str], volumes: dict[str, Any], **run_args: Any
@@ -251,10 +288,15 @@ class TaskRunner:
 
             return _ContainerTask(container), lines(), wait
 
-        return self._follow(task_of_command(command), start)
+        return self._follow(command, start)
 
-    def _follow(self, task: str, start: Callable[[], tuple[_Task, Iterable[str], Callable[[], int]]]) -> int:
+    def _follow(
+        self, command: list[str], start: Callable[[], tuple[_Task, Iterable[str], Callable[[], int]]]
+    ) -> int:
         """Start a task, copy its output to its log (and the terminal), and return its exit code."""
+        task = task_of_command(command)
+        if (directory := _task_directory(command)) is not None:
+            self._directories.append(directory)
         log_path = self.logs / f"{task}.log"
         tail: collections.deque[str] = collections.deque(maxlen=200)
         with open(log_path, "w", buffering=1) as log:  # line-buffered: the file follows the task
@@ -267,7 +309,7 @@ class TaskRunner:
                 self._running[task] = handle
                 if self.signum is not None:  # the signal came while starting it, on this very thread
                     self._stopped.append(handle)
-                    handle.signal(signal.SIGTERM)
+                    handle.stop()
             try:
                 for line in lines:
                     log.write(line)
@@ -275,7 +317,7 @@ class TaskRunner:
                     self._show(line)
                 code = wait()
             except BaseException:
-                handle.signal(signal.SIGKILL)  # never leave a task behind, whatever went wrong here
+                handle.kill()  # never leave a task behind, whatever went wrong here
                 raise
             finally:
                 with self._lock:
@@ -299,24 +341,24 @@ class TaskRunner:
         """Stop every task on SIGINT, SIGTERM or SIGHUP; outside kfp.local, raise :class:`Interrupted` at once."""
         with self._lock:
             if self.signum is not None:
-                self._signal_all(signal.SIGKILL)  # a second signal: no more patience
+                self._kill_all()  # a second signal: no more patience
                 return
             self.signum = signum
             self.during = ", ".join(_step_name(task) for task in self._running) or self.stage
             self._stopped.extend(self._running.values())
             for handle in self._running.values():
-                handle.signal(signal.SIGTERM)
-            self._watchdog = threading.Timer(GRACE_SECONDS, self._signal_all, (signal.SIGKILL,))
+                handle.stop()
+            self._watchdog = threading.Timer(GRACE_SECONDS, self._kill_all)
             self._watchdog.daemon = True
             self._watchdog.start()
         if not self.in_pipeline:
             raise self.interrupted()
 
-    def _signal_all(self, signum: int) -> None:
+    def _kill_all(self) -> None:
         with self._lock:
             handles = [*self._stopped, *self._running.values()]
         for handle in handles:
-            handle.signal(signum)
+            handle.kill()
 
     def interrupted(self) -> Interrupted:
         """The exception that says what the signal interrupted."""
@@ -324,13 +366,19 @@ class TaskRunner:
         return Interrupted(self.signum, self.during, "push" in self.succeeded)
 
     def finish_stop(self) -> None:
-        """After a signal: kill whatever of the stopped tasks outlived them and wait until it is gone."""
+        """After a signal: kill whatever of the stopped tasks outlived them and wait until it is gone.
+
+        Then remove the staging directories of any task killed before its own clean-up could run.
+        """
         if self._watchdog is not None:
             self._watchdog.cancel()
-        self._signal_all(signal.SIGKILL)
+        self._kill_all()
         deadline = time.monotonic() + GRACE_SECONDS
         while any(handle.alive() for handle in self._stopped) and time.monotonic() < deadline:
             time.sleep(0.05)
+        if not any(handle.alive() for handle in self._stopped):  # nothing writes there any more
+            for directory in self._directories:
+                remove_staging(directory)
 
     def run_error(self, error: RuntimeError) -> RunError:
         """kfp.local's failure as the failed step's own one line; a bug's traceback goes to stderr first."""

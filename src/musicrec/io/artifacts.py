@@ -14,6 +14,8 @@ from typing import Any
 from musicrec.io.provenance import provenance
 from musicrec.io.storage import file_sha256
 
+_STAGING = ".partial-"  # staging directories are named ".<anchor>.partial-<pid>"
+
 
 @contextlib.contextmanager
 def staging_directory(anchor: Path) -> Iterator[Path]:
@@ -22,7 +24,7 @@ def staging_directory(anchor: Path) -> Iterator[Path]:
     Scratch left by a process that no longer exists (one killed outright) is removed on the way in.
     """
     anchor.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{anchor.name}.partial-"
+    prefix = f".{anchor.name}{_STAGING}"
     for stale in anchor.parent.glob(f"{prefix}*"):
         owner = stale.name.removeprefix(prefix)
         if owner.isdigit() and not _alive(int(owner)):
@@ -33,6 +35,15 @@ def staging_directory(anchor: Path) -> Iterator[Path]:
     try:
         yield staging
     finally:
+        _remove(staging)
+
+
+def remove_staging(directory: Path) -> None:
+    """Remove every staging directory below ``directory``: only where no process writes any more.
+
+    For a supervisor whose task was killed before its own clean-up (the ``finally`` above) could run.
+    """
+    for staging in sorted(directory.rglob(f".*{_STAGING}*")):
         _remove(staging)
 
 

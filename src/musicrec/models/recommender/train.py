@@ -144,6 +144,8 @@ def fit_and_evaluate(
     implicit_train = implicit_pairs(history, train, n_known_items, settings.negatives, settings.seed, True)
     implicit_eval = implicit_pairs(history, tables[schema.EVAL], n_known_items, settings.negatives,
                                    settings.seed + 1, False)  # fmt: skip
+    logger.info("train_dnn: interaction pairs, %s train and %s eval", f"{len(implicit_train):,}",
+                f"{len(implicit_eval):,}")  # fmt: skip
     implicit_fit = fit_head(networks.interaction, "binary_crossentropy", implicit_train,
                             (implicit_eval.inputs(history), implicit_eval.labels), keras.metrics.AUC(name="auc"),
                             "val_loss")  # fmt: skip
@@ -243,6 +245,7 @@ def train_rating(
             for name in (features.USER_VOCABULARY, features.ITEM_VOCABULARY)
         )
         export_serving_model(ranker, users, items, staging / "model")
+        logger.info("train_dnn: serving SavedModel written (%.0f s)", time.monotonic() - started)
         bundles.save_recommender(staging / "model", ranker.model, ranker.history.to_arrays(), users, items,
                                  ranker.to_arrays())  # fmt: skip
         (staging / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -260,6 +260,20 @@ def test_co_reviews_count_users_who_reviewed_both_items():
         classic._PAIR_BLOCK = original
 
 
+def test_an_item_reviewed_twice_counts_once_in_co_reviews_and_in_scores():
+    history, catalogue = toy_catalogue()
+    users, items = np.array([0, 0, 1, 1, 1, 2, 2, 3, 3, 0, 0]), np.array([0, 1, 0, 1, 2, 2, 3, 0, 1, 1, 1])
+    ones = np.ones(len(users))
+    twice = History.from_train(users, items, 4 * ones, ones, np.zeros((len(users), 2)), np.ones((len(users), 3)),
+                               5, 5)  # fmt: skip
+    repeated = Catalogue.of(twice, 4)  # user 0 reviewed item 1 three times
+    np.testing.assert_array_equal(repeated.co_reviews(), catalogue.co_reviews())
+    scorer = ease(repeated, repeated.co_reviews(), twice.item_count[:4].astype(float), 1.0)
+    candidates = np.array([[2, 3]])
+    np.testing.assert_allclose(scorer.score_pairs(np.array([0]), candidates),
+                               scorer(np.array([0]))[:, [2, 3]], rtol=1e-6)  # fmt: skip
+
+
 def test_item_knn_and_ease_recommend_what_goes_with_a_users_items():
     history, catalogue = toy_catalogue()
     popularity = history.item_count[:4].astype(float)

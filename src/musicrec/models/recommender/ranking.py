@@ -17,6 +17,7 @@ from musicrec import features, metrics, schema
 from musicrec.models.recommender.classic import Catalogue, Scorer, item_knn, pick_ease
 from musicrec.models.recommender.history import History
 from musicrec.models.recommender.rerank import BLEND_FEATURES, Ranker, blend_grid
+from musicrec.models.recommender.retrieval import SCORE_BLOCK, exclude_train_items, top_by_score
 from musicrec.settings import RatingSettings
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def top_items(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores, never one of ``exclude`` (ties keep the lower index first)."""
     scores = scores.astype(np.float64)
     scores[exclude] = -np.inf
-    return np.argsort(-scores, kind="stable")[:k]
+    return top_by_score(scores[None, :], k)[0][0]
 
 
 def relevant_items(table: dict[str, np.ndarray], n_known_users: int, n_known_items: int) -> dict[int, set[int]]:
@@ -61,13 +62,13 @@ def hit_rate_and_ndcg(scorer: Scorer, history: History, users: np.ndarray, relev
     """HR@10 and NDCG@10 of ranking, for each of ``users``, the catalogue items they did not review in train."""
     if not len(users):
         return {"hr@10": 0.0, "ndcg@10": 0.0}
-    chunk = max(1, 524_288 // max(n_known_items, 1))  # users scored at once, bounded memory
+    chunk = max(1, SCORE_BLOCK // max(n_known_items, 1))  # users scored at once, bounded memory
     ranked = []
     for start in range(0, len(users), chunk):
-        block = users[start : start + chunk]
-        for user, scores in zip(block, scorer(block)[:, :n_known_items], strict=True):
-            ranked.append(top_items(scores, history.train_items(int(user)), TOP_K))
-    return _scores(np.array(ranked), users, relevant)
+        block = np.asarray(users[start : start + chunk], np.int64)
+        scores = np.array(scorer(block)[:, :n_known_items], np.float32)
+        ranked.append(top_by_score(exclude_train_items(history, scores, block), TOP_K)[0])
+    return _scores(np.concatenate(ranked), users, relevant)
 
 
 def evaluate_ranking(

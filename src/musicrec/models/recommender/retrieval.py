@@ -137,13 +137,20 @@ def top_by_score(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k == 0:
         return np.zeros((len(scores), 0), np.int64), np.zeros((len(scores), 0), scores.dtype)
     kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
-    above = scores > kth
-    tied = scores == kth
-    keep = above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)))
-    part = np.nonzero(keep)[1].reshape(len(scores), k)  # row-major: each row's k columns in index order
-    values = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -values), axis=1)
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(values, order, axis=1)
+    rows, columns = np.nonzero(scores >= kth)  # the k best and any ties with the k-th: a few per row
+    values = scores[rows, columns]
+    order = np.lexsort((columns, -values, rows))
+    rows, columns, values = rows[order], columns[order], values[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position within the row, best first
+    keep = rank < k
+    return columns[keep].reshape(len(scores), k), values[keep].reshape(len(scores), k)
+
+
+def exclude_train_items(history: History, scores: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """``scores`` (a row of catalogue items per user), each user's train items set to ``-inf`` in place."""
+    rows = np.repeat(np.arange(len(users)), np.diff(history.user_items_indptr)[users])
+    scores[rows, np.concatenate([history.train_items(int(user)) for user in users])] = -np.inf
+    return scores
 
 
 def retrieve(
@@ -163,9 +170,7 @@ def retrieve(
         block = np.asarray(users[start : start + chunk], np.int64)
         scores = user_vectors[block] @ item_vectors.T
         scores[block == unseen] = popularity
-        rows = np.repeat(np.arange(len(block)), np.diff(history.user_items_indptr)[block])
-        scores[rows, np.concatenate([history.train_items(int(user)) for user in block])] = -np.inf
-        items, values = top_by_score(scores, k)
+        items, values = top_by_score(exclude_train_items(history, scores, block), k)
         found.append(items)
         scored.append(values)
     return np.concatenate(found), np.concatenate(scored)

@@ -89,12 +89,13 @@ def export_serving_model(ranker: Ranker, users: list[str], items: list[str], out
             """EASE^R's scores of ``candidates`` (users x candidates) from each user's reviewed catalogue items."""
             position = tf.gather(self.ease_position, seen.flat_values)
             inside = position >= 0
-            rows = tf.scatter_nd(
+            rows = tf.scatter_nd(  # 0/1 rows, as in Catalogue: an item reviewed twice is one entry
                 tf.stack([tf.boolean_mask(tf.cast(seen.value_rowids(), tf.int64), inside),
                           tf.boolean_mask(position, inside)], axis=1),
                 tf.ones([tf.reduce_sum(tf.cast(inside, tf.int32))]),
                 tf.stack([seen.nrows(), tf.cast(tf.shape(self.ease_weights)[0], tf.int64)]),
             )  # fmt: skip
+            rows = tf.minimum(rows, 1.0)
             columns = tf.gather(self.ease_position, candidates)
             scores = tf.gather(tf.matmul(rows, self.ease_weights), tf.maximum(columns, 0), batch_dims=1)
             return tf.where(columns >= 0, scores, tf.gather(self.ease_fallback, candidates))

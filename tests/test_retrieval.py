@@ -79,6 +79,17 @@ def test_top_by_score_orders_best_first_and_breaks_ties_by_index():
     assert top_by_score(scores, 10)[0].tolist() == [[1, 4, 0, 2, 5, 3]]
 
 
+def test_top_by_score_equals_a_stable_sort_of_each_row_with_many_ties_and_excluded_items():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, (40, 300)).astype(np.float32)  # every row ties at its k-th score
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[0, 2:] = -np.inf  # fewer finite scores than k
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    order, values = top_by_score(scores, 10)
+    np.testing.assert_array_equal(order, expected)
+    np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, axis=1))
+
+
 def test_standardize_uses_the_valid_slots_only():
     values = np.array([[1.0, 3.0, -np.inf], [2.0, 2.0, 2.0]], np.float32)
     valid = np.isfinite(values)

@@ -8,8 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from musicrec.models.autoencoder import build_autoencoder, pca_reconstruction_mse, train_autoencoder
+from musicrec import features, schema
+from musicrec.models import bundles
+from musicrec.models.autoencoder import build_autoencoder, pca_reconstruction_mse, review_table, train_autoencoder
 from musicrec.models.bundles import ENCODER_FILE
+from musicrec.models.training import make_dataset, split_files, transformed_feature_spec
 from musicrec.settings import AutoencoderSettings
 
 SETTINGS = AutoencoderSettings(bottleneck=4, hidden_units=(32, 16), epochs=8, batch_size=64, seed=3)
@@ -20,6 +23,19 @@ def test_stacked_shape_mirrors_around_the_bottleneck():
     dense = [layer.units for layer in autoencoder.layers if isinstance(layer, keras.layers.Dense)]
     assert dense == [32, 16, 4, 16, 32, 20]
     assert encoder.output.shape == (None, 4) and autoencoder.output.shape == (None, 20)
+
+
+def test_review_table_keeps_the_frequent_review_tokens_in_file_order_at_full_width(small_preprocessed, small_cnn):
+    spec = transformed_feature_spec(small_preprocessed["graph"])
+    files = split_files(small_preprocessed["transformed"], schema.EVAL)
+    cnn = bundles.load_sentiment_keras(small_cnn[0] / "model")
+    # Small batches: their token sequences are trimmed to different lengths, which the table pads back.
+    table = review_table(cnn, files, spec, batch_size=16, text_tokens=40)
+    ids = np.concatenate([inputs[features.REVIEW_IDS].numpy() for inputs, _ in make_dataset(
+        files, spec, (features.REVIEW_IDS,), features.RATING_LABEL, 512)])  # fmt: skip
+    assert table["review_tokens"].dtype == np.uint16 and (ids > 40).any()
+    np.testing.assert_array_equal(table["review_tokens"], np.where(ids <= 40, ids, 0))
+    assert "review_tokens" not in review_table(cnn, files, spec, batch_size=16)
 
 
 def test_pca_baseline_is_exact_at_full_rank_and_total_variance_at_zero():

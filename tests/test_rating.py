@@ -207,7 +207,7 @@ def test_report_holds_rating_and_ranking_beside_baselines(small_recommender):
         assert set(report["baselines"][split]) == {"global_mean", "bias", "mf"}
         # Biased MF, fitted on train with its size picked on eval, beats the global mean it starts from.
         assert report["baselines"][split]["mf"]["rmse"] < report["baselines"][split]["global_mean"]["rmse"]
-    assert report["baseline_settings"]["mf"]["factors"] in MF_FACTORS
+    assert report["baseline_settings"]["mf"]["factors"] == MF_FACTORS
     segments = report["test_by_user"]
     assert set(segments) == {"returning_users", "new_users"}
     rows = sum(segment["rows"] for segment in segments.values())
@@ -287,17 +287,32 @@ def test_item_knn_and_ease_recommend_what_goes_with_a_users_items():
         np.testing.assert_array_equal(scores[1, catalogue.items], 0.0)
 
 
-def test_biased_mf_learns_user_and_item_effects_and_picks_its_size_on_eval():
+def _user_and_item_effects() -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, 40, 4000), rng.integers(0, 30, 4000)
     user_effect, item_effect = rng.normal(0, 0.8, 40), rng.normal(0, 0.8, 30)
     ratings = np.clip(np.round(3.5 + user_effect[users] + item_effect[items]), 1, 5)
-    train, valid = (users[:3500], items[:3500], ratings[:3500]), (users[3500:], items[3500:], ratings[3500:])
+    return (users[:3500], items[:3500], ratings[:3500]), (users[3500:], items[3500:], ratings[3500:])
+
+
+def test_biased_mf_learns_user_and_item_effects_and_picks_its_l2_on_eval():
+    train, valid = _user_and_item_effects()
     predict, chosen = biased_mf(train, valid, 41, 31, seed=1)
     mean_rmse = float(np.sqrt(np.mean((valid[2] - train[2].mean()) ** 2)))
     mf_rmse = float(np.sqrt(np.mean((valid[2] - predict(valid[0], valid[1])) ** 2)))
     assert mf_rmse < 0.7 * mean_rmse
-    assert chosen["factors"] in MF_FACTORS and chosen["l2"] in MF_L2
+    assert chosen["factors"] == MF_FACTORS and chosen["l2"] in MF_L2
+
+
+def test_biased_mf_penalty_is_per_review_so_unused_table_rows_do_not_strengthen_it():
+    # The same ratings with 100x more user and item rows that no rating uses: a penalty weighted by table size
+    # would be 100x stronger and flatten the biases (RMSE near the global mean's); a penalty a review is not.
+    train, valid = _user_and_item_effects()
+    rmse = {}
+    for rows in (1, 100):
+        predict, _ = biased_mf(train, valid, 41 * rows, 31 * rows, seed=1)
+        rmse[rows] = float(np.sqrt(np.mean((valid[2] - predict(valid[0], valid[1])) ** 2)))
+    assert abs(rmse[100] - rmse[1]) < 0.03, rmse
 
 
 def test_recommend_returns_unseen_items_for_a_train_user_and_mostpop_for_a_new_one(small_recommender):

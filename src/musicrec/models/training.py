@@ -275,37 +275,6 @@ class ThroughputLogger(keras.callbacks.Callback):
         logger.info("epoch %d: %.0f examples/s, %.0fs, %s", epoch + 1, rate, seconds, shown)
 
 
-class EarlyStoppingPerOutput(keras.callbacks.Callback):
-    """Early stopping for each output of a model whose outputs share no weight (layers named ``<output>_*``).
-
-    Each output keeps the weights of its best eval loss (its own loss, without the L2 penalty); training stops
-    when every output has gone ``patience`` epochs without improving, and each output's layers then get back
-    their best weights: early stopping of each output as if it were fitted alone, in one pass over the data.
-    """
-
-    def __init__(self, outputs: list[str], patience: int) -> None:
-        super().__init__()
-        self.outputs, self.patience = outputs, patience
-        self.best: dict[str, tuple[float, int, list[list[np.ndarray]]]] = {}
-
-    def _layers(self, output: str) -> list[keras.layers.Layer]:
-        return [layer for layer in self.model.layers if layer.name.startswith(f"{output}_")]
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        """Keep each output's weights at its best eval loss so far; stop once none has improved for long."""
-        for output in self.outputs:
-            loss = float((logs or {})[f"val_{output}_loss"])
-            if output not in self.best or loss < self.best[output][0]:
-                self.best[output] = (loss, epoch, [layer.get_weights() for layer in self._layers(output)])
-        self.model.stop_training = all(epoch - best[1] >= self.patience for best in self.best.values())
-
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
-        """Give each output's layers their best weights back."""
-        for output, (_, _, weights) in self.best.items():
-            for layer, values in zip(self._layers(output), weights, strict=True):
-                layer.set_weights(values)
-
-
 def curves(history: keras.callbacks.History) -> dict[str, list[float]]:
     """Per-epoch training and validation metrics of a ``fit``, rounded for the JSON report."""
     return {name: [round(float(v), 5) for v in values] for name, values in history.history.items()}

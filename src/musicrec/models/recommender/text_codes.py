@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-
-from musicrec import features
-from musicrec.models.training import make_dataset
 
 # Fixed: TEXT_SCALE brings text codes to the scale of the autoencoder codes; TEXT_CHUNK bounds memory.
 # How many tokens and directions are settings (RatingSettings.text_tokens, text_dims).
@@ -69,19 +64,3 @@ def text_codes(token_ids: np.ndarray, corpus_rate: np.ndarray, projection: np.nd
         used = np.maximum(np.bincount(rows, minlength=len(chunk)), 1)[:, None]
         out[start : start + len(chunk)] = TEXT_SCALE * (summed - corpus_direction) / used
     return out
-
-
-def read_review_tokens(files: list[str], spec: dict[str, Any], tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """Review token ids and item indices of a split, in file order (the order of ``review_table``).
-
-    Only the ``tokens`` most frequent ids are kept (the rest read as padding, 0), in 16 bits when they fit: the
-    full category's reviews took 3.2 GB as 64-bit ids.
-    """
-    dtype = np.uint16 if tokens < 2**16 else np.int64
-    dataset = make_dataset(files, spec, (features.REVIEW_IDS, features.ITEM_INDEX), features.RATING_LABEL, 8_192)
-    ids, items = [], []
-    for inputs, _ in dataset:
-        batch = inputs[features.REVIEW_IDS].numpy()
-        ids.append(np.where(batch <= tokens, batch, 0).astype(dtype))
-        items.append(inputs[features.ITEM_INDEX].numpy())
-    return np.concatenate(ids), np.concatenate(items)

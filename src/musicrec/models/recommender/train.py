@@ -35,7 +35,6 @@ import keras
 import numpy as np
 
 from musicrec import features, metrics, schema
-from musicrec.errors import TrainingError
 from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models import bundles
 from musicrec.models.autoencoder import METADATA_INPUTS, review_table
@@ -48,7 +47,7 @@ from musicrec.models.recommender.ranking import evaluate_ranking
 from musicrec.models.recommender.rerank import Ranker
 from musicrec.models.recommender.retrieval import fit_two_tower
 from musicrec.models.recommender.serving import export_serving_model
-from musicrec.models.recommender.text_codes import fit_text_projection, read_review_tokens, text_codes
+from musicrec.models.recommender.text_codes import fit_text_projection, text_codes
 from musicrec.models.training import (
     ThroughputLogger,
     curves,
@@ -94,6 +93,14 @@ def _errors(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     return {"rmse": round(metrics.rmse(truth, predicted), 4), "mae": round(metrics.mae(truth, predicted), 4)}
 
 
+def train_history(train: dict[str, np.ndarray], n_users: int, n_items: int) -> History:
+    """The train split's aggregates (see :class:`History`) from its :func:`review_codes` table."""
+    return History.from_train(
+        train[features.USER_INDEX], train[features.ITEM_INDEX], train["rating"], train["sentiment"], train["code"],
+        _item_metadata(train), n_users, n_items,
+    )  # fmt: skip
+
+
 def fit_and_evaluate(
     tables: dict[str, dict[str, np.ndarray]], n_known_users: int, n_known_items: int, settings: RatingSettings
 ) -> tuple[Ranker, dict[str, Any]]:
@@ -113,10 +120,7 @@ def fit_and_evaluate(
     seed_everything(settings.seed)
     n_users, n_items = n_known_users + 1, n_known_items + 1  # + the out-of-vocabulary index
     train = tables[schema.TRAIN]
-    history = History.from_train(
-        train[features.USER_INDEX], train[features.ITEM_INDEX], train["rating"], train["sentiment"], train["code"],
-        _item_metadata(train), n_users, n_items,
-    )  # fmt: skip
+    history = train_history(train, n_users, n_items)
     # Train pairs stream their inputs batch by batch (PairBatches); eval and test are small enough to hold.
     data = {split: pair_inputs(history, tables[split][features.USER_INDEX], tables[split][features.ITEM_INDEX])
             for split in (schema.EVAL, schema.TEST)}  # fmt: skip
@@ -186,6 +190,35 @@ def fit_and_evaluate(
     return ranker, report
 
 
+def review_codes(
+    transformed_dir: str | Path, transform_graph_dir: str | Path, cnn_model_dir: str | Path,
+    encoder_dir: str | Path, n_known_items: int, settings: RatingSettings,
+) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+    """Per split, each review's ids, rating, CNN sentiment and representation, and ``code``: what training reads.
+
+    A review's code is its autoencoder code (sentiment) beside its text code (the words that follow the item),
+    one pass over each split's TFRecords.
+    """
+    started = time.monotonic()
+    spec = transformed_feature_spec(transform_graph_dir)
+    cnn = bundles.load_sentiment_keras(cnn_model_dir)
+    tables = {split: review_table(cnn, split_files(transformed_dir, split), spec, text_tokens=settings.text_tokens)
+              for split in schema.SPLITS}  # fmt: skip
+    logger.info("train_dnn: CNN codes, sentiment and tokens of %s reviews (%.0f s)",
+                f"{sum(len(t['rating']) for t in tables.values()):,}", time.monotonic() - started)  # fmt: skip
+    train = tables[schema.TRAIN]
+    corpus_rate, projection = fit_text_projection(train["review_tokens"], train[features.ITEM_INDEX],
+                                                  n_known_items + 1, settings.text_tokens,
+                                                  settings.text_dims)  # fmt: skip
+    encoder = bundles.load_encoder(encoder_dir)
+    for table in tables.values():
+        sentiment_code = encoder.encode(table["representation"])
+        text_code = text_codes(table.pop("review_tokens"), corpus_rate, projection)
+        table["code"] = np.concatenate([sentiment_code, text_code], axis=1)
+    logger.info("train_dnn: autoencoder and text codes done (%.0f s)", time.monotonic() - started)
+    return tables
+
+
 def train_rating(
     transformed_dir: str | Path,
     transform_graph_dir: str | Path,
@@ -211,29 +244,11 @@ def train_rating(
 
     settings = settings or RatingSettings()
     started = time.monotonic()
-    spec = transformed_feature_spec(transform_graph_dir)
     graph = tft.TFTransformOutput(str(transform_graph_dir))
     n_known_users = graph.vocabulary_size_by_name(features.USER_VOCABULARY)
     n_known_items = graph.vocabulary_size_by_name(features.ITEM_VOCABULARY)
-    cnn = bundles.load_sentiment_keras(cnn_model_dir)
-    tables = {split: review_table(cnn, split_files(transformed_dir, split), spec) for split in schema.SPLITS}
-    logger.info("train_dnn: CNN codes and sentiment of %s reviews (%.0f s)",
-                f"{sum(len(t['rating']) for t in tables.values()):,}", time.monotonic() - started)  # fmt: skip
-    tokens = {split: read_review_tokens(split_files(transformed_dir, split), spec, settings.text_tokens)
-              for split in schema.SPLITS}  # fmt: skip
-    train_ids, train_items = tokens[schema.TRAIN]
-    corpus_rate, projection = fit_text_projection(train_ids, train_items, n_known_items + 1, settings.text_tokens,
-                                                  settings.text_dims)  # fmt: skip
-    encoder = bundles.load_encoder(encoder_dir)
-    for split, table in tables.items():
-        if not np.array_equal(tokens[split][1], table[features.ITEM_INDEX]):
-            raise TrainingError(f"review order differs between two reads of split {split!r}")
-        # The autoencoder code carries sentiment; the text code carries the words that follow the item.
-        sentiment_code = encoder.encode(table["representation"])
-        text_code = text_codes(tokens[split][0], corpus_rate, projection)
-        table["code"] = np.concatenate([sentiment_code, text_code], axis=1)
-    del tokens, train_ids  # the codes hold what training needs of the words
-    logger.info("train_dnn: autoencoder and text codes done (%.0f s)", time.monotonic() - started)
+    tables = review_codes(transformed_dir, transform_graph_dir, cnn_model_dir, encoder_dir, n_known_items,
+                          settings)  # fmt: skip
     ranker, report = fit_and_evaluate(tables, n_known_users, n_known_items, settings)
     report["seconds"] = round(time.monotonic() - started, 3)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import keras
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from musicrec import features, schema
+from musicrec.errors import TrainingError
 from musicrec.models import bundles
 from musicrec.models.autoencoder import build_autoencoder, pca_reconstruction_mse, review_table, train_autoencoder
 from musicrec.models.bundles import ENCODER_FILE
@@ -89,3 +91,25 @@ def test_projection_picture_is_an_embedded_png(trained):
     out, _ = trained
     html = (out / "projection.html").read_text()
     assert html.count("data:image/png;base64,") == 1 and len(html) > 5_000
+
+
+def test_encoder_inputs_far_outside_the_train_spread_are_clipped(trained):
+    out, report = trained
+    bundle = bundles.load_encoder(out / "encoder")
+    rows = np.tile(bundle.mean, (3, 1))
+    rows[1, 0] = bundle.mean[0] + bundles.STANDARD_LIMIT * bundle.std[0]
+    rows[2, 0] = bundle.mean[0] + 1_000 * bundle.std[0]  # a filter firing where train almost never saw it
+    codes = bundle.encode(rows)
+    np.testing.assert_allclose(codes[2], codes[1], atol=1e-6)
+    assert not np.allclose(codes[1], codes[0], atol=1e-6)
+    assert json.loads((out / "encoder" / "normalization.json").read_text())["clip"] == bundles.STANDARD_LIMIT
+
+
+def test_a_diverging_autoencoder_fails_with_a_clear_error_and_publishes_nothing(
+    small_preprocessed, small_cnn, tmp_path
+):
+    inputs = (small_preprocessed["transformed"], small_preprocessed["graph"], small_cnn[0] / "model")
+    diverging = dataclasses.replace(SETTINGS, learning_rate=1e6)
+    with pytest.raises(TrainingError, match="autoencoder training diverged .* lower ae_learning_rate"):
+        train_autoencoder(*inputs, tmp_path / "encoder", tmp_path / "report.json", tmp_path / "p.html", diverging)
+    assert list(tmp_path.iterdir()) == []

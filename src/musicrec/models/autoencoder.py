@@ -19,6 +19,7 @@ import tensorflow as tf
 from keras import layers
 
 from musicrec import features, schema
+from musicrec.errors import TrainingError
 from musicrec.io.artifacts import publish, staging_directory
 from musicrec.models import bundles
 from musicrec.models.sentiment import REVIEW_CODE_LAYER, TEXT_INPUTS
@@ -180,7 +181,7 @@ def train_autoencoder(
     train_x = data[schema.TRAIN]["representation"]
     spread = train_x.std(axis=0)
     mean, std = train_x.mean(axis=0), spread + 1e-6  # train statistics only
-    scaled = {split: (table["representation"] - mean) / std for split, table in data.items()}
+    scaled = {split: bundles.standardize(table["representation"], mean, std) for split, table in data.items()}
     # A column constant in train (every review code without text, metadata nobody has) is reconstructed
     # perfectly by any model: the errors are measured on the columns that vary, so it cannot pass for a result.
     varying = spread > 1e-6
@@ -197,9 +198,13 @@ def train_autoencoder(
     logger.info("train_autoencoder: %s train representations of width %d", f"{len(train_x):,}", train_x.shape[1])
     history = autoencoder.fit(
         scaled[schema.TRAIN], scaled[schema.TRAIN], validation_data=(scaled[schema.EVAL], scaled[schema.EVAL]),
-        batch_size=settings.batch_size, epochs=settings.epochs, shuffle=True, callbacks=[stop, throughput],
+        batch_size=settings.batch_size, epochs=settings.epochs, shuffle=True,
+        callbacks=[keras.callbacks.TerminateOnNaN(), stop, throughput],
         steps_per_epoch=steps_per_epoch(len(train_x), settings.batch_size, settings.epoch_examples), verbose=0,
     )  # fmt: skip
+    if not np.isfinite(history.history["loss"]).all():
+        raise TrainingError(f"autoencoder training diverged (loss {history.history['loss'][-1]}) at learning rate "
+                            f"{settings.learning_rate}: lower ae_learning_rate")  # fmt: skip
     pca = pca_reconstruction_mse(
         scaled[schema.TRAIN], {s: scaled[s] for s in (schema.EVAL, schema.TEST)}, settings.bottleneck, varying
     )

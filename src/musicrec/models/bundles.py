@@ -4,7 +4,7 @@
   text and returns the positive probability, with the Keras CNN beside it (:data:`SENTIMENT_KERAS_FILE`), which
   the later steps read review codes from.
 * **encoder** (train_autoencoder's ``encoder``): the Keras encoder (:data:`ENCODER_FILE`) and the train mean and
-  standard deviation of its input (:data:`NORMALIZATION_FILE`).
+  standard deviation of its input, whose z-scores are clipped to ``clip`` (:data:`NORMALIZATION_FILE`).
 * **recommender** (train_dnn's ``model``): a SavedModel whose ``serving_default`` takes raw ``user_id`` and
   ``item_id``, with the two-head Keras model (:data:`RECOMMENDER_KERAS_FILE`), the train history arrays
   (:data:`HISTORY_FILE`), the ranker's tower vectors, EASE^R and blend weights (:data:`RANKER_FILE`) and the
@@ -32,6 +32,10 @@ EXTRA_DIRECTORY = "assets.extra"  # TF Serving's place for files beside a SavedM
 SENTIMENT_KERAS_FILE = "keras_model.keras"
 ENCODER_FILE = "encoder.keras"
 NORMALIZATION_FILE = "normalization.json"
+# The encoder's input is standardized with the train mean and standard deviation, then clipped to this many
+# standard deviations: a CNN filter that fires on a handful of reviews has a tiny spread, and its z-scores (431
+# in one full-scale run) made the autoencoder's SGD diverge to NaN; the widest ordinary column reached 14.
+STANDARD_LIMIT = 10.0
 RECOMMENDER_KERAS_FILE = "rating_model.keras"
 HISTORY_FILE = "history.npz"
 RANKER_FILE = "ranker.npz"
@@ -94,15 +98,21 @@ class EncoderBundle:
 
     def encode(self, representation: np.ndarray) -> np.ndarray:
         """Codes of raw representations (normalized with the train statistics first)."""
-        scaled = (representation - self.mean) / self.std
-        return self.encoder.predict(scaled.astype(np.float32), batch_size=8_192, verbose=0)
+        scaled = standardize(representation, self.mean, self.std)
+        return self.encoder.predict(scaled, batch_size=8_192, verbose=0)
+
+
+def standardize(representation: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The encoder's input: z-scores by the train ``mean`` and ``std``, clipped to :data:`STANDARD_LIMIT`."""
+    return np.clip((representation - mean) / std, -STANDARD_LIMIT, STANDARD_LIMIT).astype(np.float32)
 
 
 def save_encoder(bundle_dir: Path, encoder: keras.Model, mean: np.ndarray, std: np.ndarray,
                  metadata_inputs: tuple[str, ...]) -> None:  # fmt: skip
     """Write an encoder bundle into the existing directory ``bundle_dir``."""
     encoder.save(Path(bundle_dir) / ENCODER_FILE)
-    normalization = {"mean": mean.tolist(), "std": std.tolist(), "metadata_inputs": list(metadata_inputs)}
+    normalization = {"mean": mean.tolist(), "std": std.tolist(), "clip": STANDARD_LIMIT,
+                     "metadata_inputs": list(metadata_inputs)}  # fmt: skip
     (Path(bundle_dir) / NORMALIZATION_FILE).write_text(json.dumps(normalization))
 
 

@@ -1,9 +1,10 @@
-"""Biased MF's factors and L2 (a review) on a run's split: eval and test RMSE and seconds of each fit.
+"""Biased MF's factors, L2 (a review) and batch: eval and test RMSE and seconds of each fit on a run's split.
 
 Usage: ``python benchmarks/mf_choices.py --examples <run>/ingest/examples [--factors 8,16,32]
-[--l2 0.003,0.03,0.3]``. Users and items are indexed by their train appearance (others share one unseen
-index, as the transform's vocabularies do); each grid point is one ``biased_mf`` fit with early stopping on eval,
-400,000 examples an epoch as train_dnn runs it. Prints one Markdown row per point.
+[--l2 0.003,0.03,0.3] [--batches 4096:1e-2,1024:5e-3]`` (batch size:Adam learning rate pairs). Users and items
+are indexed by their train appearance (others share one unseen index, as the transform's vocabularies do);
+each grid point is one ``biased_mf`` fit with early stopping on eval, 400,000 examples an epoch as train_dnn
+runs it. Prints one Markdown row per point.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from musicrec import metrics, schema
-from musicrec.models.recommender.classic import biased_mf
+from musicrec.models.recommender.classic import MF_BATCH, MF_LEARNING_RATE, biased_mf
 from musicrec.settings import RatingSettings
 
 
@@ -44,23 +45,25 @@ def main() -> None:
     parser.add_argument("--examples", type=Path, required=True, help="an ingest output's examples directory")
     parser.add_argument("--factors", default="8,16,32", help="comma-separated factor counts")
     parser.add_argument("--l2", default="0.003,0.03,0.3", help="comma-separated L2 weights a review")
+    parser.add_argument("--batches", default=f"{MF_BATCH}:{MF_LEARNING_RATE:g}",
+                        help="comma-separated batch_size:learning_rate pairs")  # fmt: skip
     args = parser.parse_args()
     splits, defaults = indexed_splits(args.examples), RatingSettings()
     n_users, n_items = (int(splits[schema.TRAIN][side].max()) + 2 for side in (0, 1))
     print(f"{len(splits[schema.TRAIN][0]):,} train ratings, {n_users - 1:,} users, {n_items - 1:,} items")
-    print("| factors | L2 a review | eval RMSE | test RMSE | seconds |\n| ---: | ---: | ---: | ---: | ---: |")
-    for factors in (int(f) for f in args.factors.split(",")):
-        for l2 in (float(v) for v in args.l2.split(",")):
-            started = time.monotonic()
-            predict, _ = biased_mf(splits[schema.TRAIN], splits[schema.EVAL], n_users, n_items, defaults.seed,
-                                   defaults.epoch_examples, factors, (l2,))  # fmt: skip
-            seconds = time.monotonic() - started
-            rmse = {split: metrics.rmse(splits[split][2], predict(*splits[split][:2]))
-                    for split in (schema.EVAL, schema.TEST)}  # fmt: skip
-            print(
-                f"| {factors} | {l2:g} | {rmse[schema.EVAL]:.4f} | {rmse[schema.TEST]:.4f} | {seconds:.1f} |",
-                flush=True,
-            )
+    print("| factors | L2 a review | batch | learning rate | eval RMSE | test RMSE | seconds |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    grid = [(int(f), float(l2), int(b.split(":")[0]), float(b.split(":")[1])) for f in args.factors.split(",")
+            for l2 in args.l2.split(",") for b in args.batches.split(",")]  # fmt: skip
+    for factors, l2, batch, rate in grid:
+        started = time.monotonic()
+        predict, _ = biased_mf(splits[schema.TRAIN], splits[schema.EVAL], n_users, n_items, defaults.seed,
+                               defaults.epoch_examples, factors, (l2,), batch, rate)  # fmt: skip
+        seconds = time.monotonic() - started
+        rmse = {split: metrics.rmse(splits[split][2], predict(*splits[split][:2]))
+                for split in (schema.EVAL, schema.TEST)}  # fmt: skip
+        print(f"| {factors} | {l2:g} | {batch} | {rate:g} | {rmse[schema.EVAL]:.4f} | {rmse[schema.TEST]:.4f} | "
+              f"{seconds:.1f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 CLASSIC_ITEMS = 4_096  # an EASE^R fit inverts a matrix of this side: about 2 s on 2 cores
 EASE_LAMBDAS = (20.0, 100.0, 500.0, 2_500.0)
 # Biased MF's L2 a review, picked on eval: MovieLens 100k chooses 0.3 and the full generated category 0.03 (eval
-# RMSE 1.018 and 1.019 at 16 factors). 8 factors did as well on MovieLens and 0.005 worse at full scale; 32 were
-# 3x slower for nothing more. Batches of 4,096 at 1e-2 train 3.4x faster than 1,024 at 5e-3 at full scale (eval
-# RMSE 1.0189 vs 1.0168; 1.0175 vs 1.0177 on MovieLens). benchmarks/mf_choices.py measures a grid.
+# RMSE 1.0175 and 1.0189 at 16 factors). 8 and 32 factors did no better on MovieLens and 0.001 to 0.002 worse or
+# 2x slower at full scale. Batches of 4,096 at 1e-2 train 3.3x faster than 1,024 at 5e-3 at full scale for 0.002
+# of eval RMSE (benchmarks/mf_choices.py; table in the README).
 MF_FACTORS = 16
 MF_L2 = (0.03, 0.3)
 MF_EPOCHS, MF_PATIENCE, MF_BATCH, MF_LEARNING_RATE = 30, 2, 4_096, 1e-2
@@ -180,12 +180,12 @@ def _mf_model(n_users: int, n_items: int, factors: int, l2: float, global_mean: 
 def biased_mf(
     train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
     n_users: int, n_items: int, seed: int, epoch_examples: int = 0, factors: int = MF_FACTORS,
-    l2_grid: tuple[float, ...] = MF_L2,
+    l2_grid: tuple[float, ...] = MF_L2, batch_size: int = MF_BATCH, learning_rate: float = MF_LEARNING_RATE,
 ) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], dict[str, float]]:  # fmt: skip
     """Biased MF fitted on ``train`` (users, items, ratings), its L2 a review picked from ``l2_grid`` on ``valid``.
 
     ``epoch_examples`` bounds an epoch as for the DNN (:func:`~musicrec.models.training.steps_per_epoch`); the
-    pick is by ``valid``'s RMSE.
+    pick is by ``valid``'s RMSE. Adam at ``learning_rate`` on batches of ``batch_size``.
 
     Returns:
         A predictor of (users, items) -> ratings clipped to 1..5, and the ``factors`` and chosen ``l2``.
@@ -198,13 +198,13 @@ def biased_mf(
         model = _mf_model(n_users, n_items, factors, l2, global_mean)
         # Early stopping on the eval RMSE: Keras' eval loss adds the L2 penalty, which falls as the factors shrink.
         model.compile(
-            optimizer=LazyAdam(MF_LEARNING_RATE),
+            optimizer=LazyAdam(learning_rate),
             loss="mse",
             metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
         )
-        model.fit({"user": users, "item": items}, ratings.astype(np.float32), batch_size=MF_BATCH,
+        model.fit({"user": users, "item": items}, ratings.astype(np.float32), batch_size=batch_size,
                   epochs=MF_EPOCHS, shuffle=True, verbose=0,
-                  steps_per_epoch=steps_per_epoch(len(ratings), MF_BATCH, epoch_examples),
+                  steps_per_epoch=steps_per_epoch(len(ratings), batch_size, epoch_examples),
                   validation_data=({"user": valid[0], "item": valid[1]}, valid[2].astype(np.float32)),
                   callbacks=[keras.callbacks.EarlyStopping(monitor="val_rmse", patience=MF_PATIENCE,
                                                            restore_best_weights=True)])  # fmt: skip

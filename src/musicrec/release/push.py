@@ -72,7 +72,7 @@ def model_card_text(name: str, version: int, uri: str, evaluation: dict[str, Any
         "sentiment": "P(review is positive, rating > 3) from raw review and summary text (`serving_default`: "
         "`review_text`, `summary_text`; the model normalizes them itself); `normalize` returns its tokens.",
         "encoder": "Compresses a review's CNN text code and item metadata into a small code (the autoencoder's "
-        "encoder; normalization constants in assets.extra/).",
+        "encoder; normalization constants in assets.extra/: z-scores clipped to `clip`).",
         "recommender": "Two heads over train-history features: a user's predicted rating of an item, and the "
         "probability they review it, which ranks recommendations. `serving_default` takes raw `user_id` and "
         "`item_id` strings; the `recommend` signature takes `user_id` and `k` and returns the top k items the "

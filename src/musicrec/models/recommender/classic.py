@@ -177,6 +177,16 @@ def _mf_model(n_users: int, n_items: int, factors: int, l2: float, global_mean: 
     return keras.Model({"user": user, "item": item}, dot + biases + global_mean, name="biased_mf")
 
 
+def _rating_predictor(model: keras.Model) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """(users, items) -> the MF ``model``'s ratings, clipped to 1..5."""
+
+    def predict(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = model.predict({"user": users, "item": items}, batch_size=65_536, verbose=0)
+        return np.clip(out, 1, 5).reshape(-1)
+
+    return predict
+
+
 def biased_mf(
     train: tuple[np.ndarray, np.ndarray, np.ndarray], valid: tuple[np.ndarray, np.ndarray, np.ndarray],
     n_users: int, n_items: int, seed: int, epoch_examples: int = 0, factors: int = MF_FACTORS,
@@ -192,7 +202,7 @@ def biased_mf(
     """
     users, items, ratings = train
     global_mean = float(ratings.mean())
-    fitted: dict[float, tuple[float, keras.Model]] = {}
+    fitted: dict[float, tuple[float, Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {}
     for l2 in l2_grid:
         keras.utils.set_random_seed(seed)
         model = _mf_model(n_users, n_items, factors, l2, global_mean)
@@ -208,15 +218,8 @@ def biased_mf(
                   validation_data=({"user": valid[0], "item": valid[1]}, valid[2].astype(np.float32)),
                   callbacks=[keras.callbacks.EarlyStopping(monitor="val_rmse", patience=MF_PATIENCE,
                                                            restore_best_weights=True)])  # fmt: skip
-        predicted = np.clip(model.predict({"user": valid[0], "item": valid[1]}, batch_size=65_536, verbose=0),
-                            1, 5).reshape(-1)  # fmt: skip
-        fitted[l2] = (metrics.rmse(valid[2], predicted), model)
+        predict = _rating_predictor(model)
+        fitted[l2] = (metrics.rmse(valid[2], predict(valid[0], valid[1])), predict)
         logger.info("biased MF, %d factors, L2 %g a review: eval RMSE %.4f", factors, l2, fitted[l2][0])
     chosen = min(fitted, key=lambda l2: fitted[l2][0])
-    model = fitted[chosen][1]
-
-    def predict(pair_users: np.ndarray, pair_items: np.ndarray) -> np.ndarray:
-        out = model.predict({"user": pair_users, "item": pair_items}, batch_size=65_536, verbose=0)
-        return np.clip(out, 1, 5).reshape(-1)
-
-    return predict, {"factors": factors, "l2": chosen}
+    return fitted[chosen][1], {"factors": factors, "l2": chosen}
